@@ -1,0 +1,91 @@
+"""Open a spec or run directory as a plan, and run stages on it with a manifest session."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.analysis import analyze_run_dir
+from harness.manifest import Manifest
+from harness.pipeline import ModelHolder, StageResult, current_scores, generate_stage, score_stage
+from harness.plan import Plan, build_plan, load_run_spec, save_spec
+from harness.report.markdown import write_report
+from harness.spec import Spec, load_spec
+
+log = logging.getLogger(__name__)
+
+STAGES = ("generate", "score", "analyze", "report")
+
+
+@dataclass
+class Overrides:
+    output_dir: str | None = None
+    report_path: str | None = None
+    device: str | None = None
+    dtype: str | None = None
+
+
+def open_plan(target: str | Path, overrides: Overrides | None = None) -> tuple[Plan, str]:
+    """A spec file, or a run directory holding spec.json, checked and planned."""
+    target = Path(target)
+    ov = overrides or Overrides()
+    spec: Spec
+    run_dir: Path | None = None
+    if target.is_dir():
+        spec = load_run_spec(target)
+        run_dir = target
+        source = str(target / "spec.json")
+    else:
+        spec = load_spec(target)
+        source = str(target)
+    updates: dict[str, Any] = {}
+    if ov.device:
+        updates["device"] = ov.device
+    if ov.dtype:
+        updates["dtype"] = ov.dtype
+    if updates:
+        spec.model = spec.model.model_copy(update=updates)
+    if ov.output_dir:
+        run_dir = Path(ov.output_dir)
+    if ov.report_path:
+        spec.report.path = ov.report_path
+    return build_plan(spec, source, run_dir), source
+
+
+@dataclass
+class RunSummary:
+    run_dir: Path
+    report: Path | None = None
+    stages: dict[str, StageResult] = field(default_factory=dict)
+
+
+def run_stages(plan: Plan, source: str, stages: tuple[str, ...] = STAGES) -> RunSummary:
+    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    save_spec(plan, source)
+    manifest = Manifest(plan.path("manifest"))
+    manifest.start(" ".join(stages))
+    summary = RunSummary(plan.run_dir)
+    try:
+        if "generate" in stages:
+            summary.stages["generate"] = generate_stage(plan, manifest, ModelHolder(plan, manifest))
+        if "score" in stages:
+            summary.stages["score"] = score_stage(plan, manifest)
+        if "analyze" in stages:
+            analyze_run_dir(
+                plan.run_dir,
+                plan.spec.baseline.name,
+                current_scores(plan),
+                n_boot=plan.spec.analysis.bootstrap_resamples,
+                boot_seed=plan.spec.analysis.bootstrap_seed,
+                condition_order=[c.name for c in plan.conditions],
+            )
+        # The session is closed before the report so the report shows it finished.
+        manifest.finish("ok")
+        if "report" in stages:
+            summary.report = write_report(plan.run_dir, plan.report_path)
+    except BaseException as exc:
+        manifest.finish("interrupted" if isinstance(exc, KeyboardInterrupt) else f"error: {exc}")
+        raise
+    return summary

@@ -1,0 +1,196 @@
+"""Steering vectors: a dataclass of per-layer directions, safetensors I/O, and extraction.
+
+Extraction is the mean difference of hidden states over contrastive pairs (positive
+minus negative), as in Contrastive Activation Addition (Rimsky et al. 2024, "Steering
+Llama 2 via Contrastive Activation Addition") and ActAdd (Turner et al. 2023). The hidden
+state is the output of a decoder layer (the residual stream after that layer), taken at
+the last token of each text (``aggregate="last"``) or averaged over its tokens
+(``aggregate="mean"``), the same place where :mod:`harness.steering.hooks` adds it back.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from harness.records import utc_now
+from harness.steering.hooks import Positions, add_vector, capture_residual, edit_residual
+
+if TYPE_CHECKING:
+    from harness.models import LoadedModel
+
+Aggregate = Literal["last", "mean"]
+PairTemplate = Literal["raw", "chat"]
+
+# The user turn placed before each pair statement when pairs are rendered as assistant
+# replies: constant across positive and negative, so it cancels in the difference.
+PAIR_USER_TURN = "Tell me something about yourself."
+
+
+@dataclass(frozen=True)
+class ContrastPair:
+    id: str
+    positive: str
+    negative: str
+
+
+class VectorFileError(ValueError):
+    pass
+
+
+def load_pairs(path: Path) -> list[ContrastPair]:
+    """Read a JSONL of {"id", "positive", "negative"}; errors name the file and line."""
+    pairs = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+            pairs.append(ContrastPair(str(obj.get("id", lineno)), obj["positive"], obj["negative"]))
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise VectorFileError(
+                f"{path}:{lineno}: expected a JSON object with 'positive' and 'negative' ({exc})"
+            ) from None
+    if not pairs:
+        raise VectorFileError(f"{path}: no contrastive pairs")
+    return pairs
+
+
+@dataclass
+class SteeringVector:
+    """One direction per decoder layer, plus how it was made."""
+
+    directions: dict[int, torch.Tensor]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def layers(self) -> list[int]:
+        return sorted(self.directions)
+
+    def norms(self) -> dict[int, float]:
+        return {i: float(v.float().norm()) for i, v in sorted(self.directions.items())}
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {
+            f"layer.{i}": v.detach().float().cpu().contiguous() for i, v in self.directions.items()
+        }
+        meta = {"steer_harness": json.dumps(self.metadata, sort_keys=True)}
+        meta["layers"] = ",".join(str(i) for i in self.layers)
+        save_file(tensors, str(path), metadata=meta)
+
+    @classmethod
+    def load(cls, path: Path) -> SteeringVector:
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                raw_meta = fh.metadata() or {}
+                directions = {}
+                for key in fh.keys():  # noqa: SIM118 (safe_open is not a dict)
+                    if not key.startswith("layer."):
+                        raise VectorFileError(
+                            f"{path}: tensor '{key}' is not named 'layer.<index>'"
+                        )
+                    directions[int(key.split(".", 1)[1])] = fh.get_tensor(key)
+        except VectorFileError:
+            raise
+        except Exception as exc:  # safetensors' own error type is not an OSError
+            raise VectorFileError(
+                f"{path}: not a readable safetensors vector file ({exc})"
+            ) from None
+        meta = json.loads(raw_meta.get("steer_harness", "{}"))
+        return cls(directions, meta)
+
+    @contextmanager
+    def apply(
+        self,
+        lm: LoadedModel,
+        coefficient: float,
+        layers: Sequence[int] | None = None,
+        positions: Positions = "all",
+        prompt_length: int | None = None,
+    ) -> Iterator[None]:
+        """Add ``coefficient * direction`` to each layer's output while the context is open."""
+        use = list(layers) if layers is not None else self.layers
+        missing = [i for i in use if i not in self.directions]
+        if missing:
+            raise VectorFileError(f"vector has no direction for layers {missing}")
+        edits = {i: add_vector(self.directions[i], coefficient) for i in use}
+        with edit_residual(lm.layers, edits, positions, prompt_length):
+            yield
+
+
+def render_pair_text(lm: LoadedModel, text: str, template: PairTemplate) -> str:
+    if template == "raw" or not lm.use_chat_template:
+        return text
+    messages = [{"role": "user", "content": PAIR_USER_TURN}]
+    prefix = lm.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return str(prefix) + text
+
+
+@torch.no_grad()
+def hidden_states(
+    lm: LoadedModel,
+    texts: Sequence[str],
+    layers: Sequence[int],
+    aggregate: Aggregate = "last",
+    batch_size: int = 16,
+    add_special_tokens: bool = True,
+) -> dict[int, torch.Tensor]:
+    """Per layer, a (len(texts), hidden) float32 matrix of aggregated layer outputs."""
+    tok = lm.tokenizer
+    out: dict[int, list[torch.Tensor]] = {i: [] for i in layers}
+    for start in range(0, len(texts), batch_size):
+        chunk = list(texts[start : start + batch_size])
+        enc = tok(chunk, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens)
+        enc = {k: v.to(lm.device) for k, v in enc.items()}
+        mask = enc["attention_mask"].float()
+        with capture_residual(lm.layers, list(layers)) as captured:
+            lm.model(**enc, use_cache=False)
+        for i in layers:
+            h = captured[i].float()
+            if aggregate == "last":
+                # Left padding: the last position is each text's last real token.
+                agg = h[:, -1, :]
+            else:
+                agg = (h * mask[:, :, None]).sum(1) / mask.sum(1, keepdim=True)
+            out[i].append(agg.cpu())
+    return {i: torch.cat(v) for i, v in out.items()}
+
+
+def extract_mean_difference(
+    lm: LoadedModel,
+    pairs: Sequence[ContrastPair],
+    layers: Sequence[int],
+    aggregate: Aggregate = "last",
+    template: PairTemplate = "raw",
+    batch_size: int = 16,
+    source: str = "",
+) -> SteeringVector:
+    """mean(h(positive)) - mean(h(negative)) per layer."""
+    pos = [render_pair_text(lm, p.positive, template) for p in pairs]
+    neg = [render_pair_text(lm, p.negative, template) for p in pairs]
+    # A rendered chat template already holds its special tokens.
+    special = template == "raw" or not lm.use_chat_template
+    hp = hidden_states(lm, pos, layers, aggregate, batch_size, special)
+    hn = hidden_states(lm, neg, layers, aggregate, batch_size, special)
+    directions = {i: (hp[i] - hn[i]).mean(0) for i in layers}
+    meta = {
+        "model": lm.spec.id,
+        "method": "mean_difference",
+        "aggregate": aggregate,
+        "template": template,
+        "pairs": source,
+        "n_pairs": len(pairs),
+        "layers": list(layers),
+        "hidden_size": lm.info.hidden_size,
+        "created": utc_now(),
+    }
+    return SteeringVector(directions, meta)

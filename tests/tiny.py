@@ -1,0 +1,136 @@
+"""Tiny random models built from a config, saved and reloaded through the real loading code.
+
+A word-level tokenizer is built offline from the shipped prompt files, so no hub access is
+needed; a ChatML-like chat template exercises the template path.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+
+from prompts import data_path
+
+SPECIALS = ["<unk>", "<pad>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|> {{ m['role'] }} {{ m['content'] }} <|im_end|> {% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|> assistant {% endif %}"
+)
+
+
+def _vocab_words() -> list[str]:
+    words: set[str] = set()
+    for rel in ("sets/everyday.jsonl", "pairs/fear.jsonl"):
+        for line in data_path(rel).read_text().splitlines():
+            obj = json.loads(line)
+            for value in obj.values():
+                words.update(re.findall(r"[a-z']+|[.,!?]", str(value).lower()))
+    words.update(["system", "user", "assistant", "afraid", "happy", "fear", "terrified"])
+    return sorted(words)
+
+
+def build_tokenizer(chat_template: bool = True):  # type: ignore[no-untyped-def]
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {tok: i for i, tok in enumerate(SPECIALS + _vocab_words())}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="<unk>",
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="<|im_end|>",
+        additional_special_tokens=["<|im_start|>"],
+    )
+    if chat_template:
+        fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def build_model(kind: str = "llama", vocab_size: int = 1000, layers: int = 2, seed: int = 0):  # type: ignore[no-untyped-def]
+    import transformers as tf
+
+    torch.manual_seed(seed)
+    # A wide init gives the random model peaked, input-dependent logits: with the default
+    # 0.02 its logits are nearly flat, the sampling noise decides every token, and neither
+    # steering nor prompts could change a text.
+    common = {"vocab_size": vocab_size, "initializer_range": 0.5}
+    if kind == "llama":
+        cfg = tf.LlamaConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            **common,
+        )
+        return tf.LlamaForCausalLM(cfg)
+    if kind == "qwen2":
+        cfg = tf.Qwen2Config(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            **common,
+        )
+        return tf.Qwen2ForCausalLM(cfg)
+    if kind == "mistral":
+        cfg = tf.MistralConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            **common,
+        )
+        return tf.MistralForCausalLM(cfg)
+    if kind == "gemma":
+        cfg = tf.GemmaConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=8,
+            max_position_embeddings=512,
+            **common,
+        )
+        return tf.GemmaForCausalLM(cfg)
+    if kind == "gpt2":
+        cfg = tf.GPT2Config(n_embd=32, n_layer=layers, n_head=4, n_positions=512, **common)
+        return tf.GPT2LMHeadModel(cfg)
+    if kind == "gpt_neox":
+        cfg = tf.GPTNeoXConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            max_position_embeddings=512,
+            **common,
+        )
+        return tf.GPTNeoXForCausalLM(cfg)
+    raise ValueError(kind)
+
+
+def save_tiny(path: Path, kind: str = "llama", layers: int = 2, chat_template: bool = True) -> Path:
+    """Save a tiny random model and its tokenizer to ``path``; returns the path."""
+    tok = build_tokenizer(chat_template)
+    model = build_model(kind, vocab_size=len(tok), layers=layers)
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
