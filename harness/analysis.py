@@ -9,7 +9,8 @@ every statistic uses complete pairs only (see :mod:`harness.stats` for the defin
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,42 @@ REQUIRED = ("condition", "prompt_id", "seed", "scorer", "metric", "value")
 
 class AnalysisError(ValueError):
     pass
+
+
+Table = dict[tuple[str, str], dict[str, dict[tuple[str, int], float]]]
+
+
+def score_table(records: Iterable[Mapping[str, Any]]) -> Table:
+    """(scorer, metric) -> condition -> (prompt_id, seed) -> value (NaN for null).
+
+    The one place where records become pairable values; the last record of a key wins."""
+    table: Table = {}
+    for r in records:
+        cell = table.setdefault((str(r["scorer"]), str(r["metric"])), {}).setdefault(
+            str(r["condition"]), {}
+        )
+        cell[(str(r["prompt_id"]), int(r["seed"]))] = _as_float(r["value"])
+    return table
+
+
+@dataclass(frozen=True)
+class AnalysisInput:
+    """What every analysis (the comparisons and each extra) is computed from."""
+
+    records: Sequence[Mapping[str, Any]]
+    baseline: str
+    conditions: list[str]
+    condition_info: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per condition: method, params and, for sweep points, the sweep coordinates."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """The spec's ``analysis`` section (defaults when analysing foreign scores)."""
+    table: Table = field(default_factory=dict)
+    """:func:`score_table` of the records."""
+
+
+# Further analyses, each adding one top-level key to analysis.json: (key, function).
+# A function returns a JSON-ready value (no NaN) and must not raise on degenerate data.
+EXTRAS: list[tuple[str, Callable[[AnalysisInput], Any]]] = []
 
 
 def _ordered_unique(values: Iterable[str]) -> list[str]:
@@ -57,8 +94,10 @@ def analyze_records(
     boot_seed: int = 0,
     condition_order: list[str] | None = None,
     source: str = "scores",
+    condition_info: dict[str, dict[str, Any]] | None = None,
+    options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One comparison per (condition, scorer, metric) against ``baseline``."""
+    """One comparison per (condition, scorer, metric) against ``baseline``, plus EXTRAS."""
     validate_records(records, source)
     conditions = condition_order or _ordered_unique(str(r["condition"]) for r in records)
     if baseline not in conditions:
@@ -68,12 +107,7 @@ def analyze_records(
             + (f"; did you mean '{hint}'?" if hint else "")
             + " (set --baseline NAME)"
         )
-    # (scorer, metric) -> condition -> (prompt_id, seed) -> value; last record wins.
-    table: dict[tuple[str, str], dict[str, dict[tuple[str, int], float]]] = {}
-    for r in records:
-        key = (str(r["scorer"]), str(r["metric"]))
-        cell = table.setdefault(key, {}).setdefault(str(r["condition"]), {})
-        cell[(str(r["prompt_id"]), int(r["seed"]))] = _as_float(r["value"])
+    table = score_table(records)
     comparisons = []
     for (scorer, metric), by_condition in table.items():
         base = by_condition.get(baseline, {})
@@ -96,12 +130,17 @@ def analyze_records(
                     boot_seed=boot_seed,
                 )
             )
-    return {
+    result: dict[str, Any] = {
         "created": utc_now(),
         "baseline": baseline,
         "conditions": conditions,
+        "condition_info": condition_info or {},
         "comparisons": finalize(comparisons),
     }
+    inp = AnalysisInput(records, baseline, conditions, condition_info or {}, options or {}, table)
+    for name, fn in EXTRAS:
+        result[name] = fn(inp)
+    return result
 
 
 def analyze_run_dir(
@@ -112,6 +151,8 @@ def analyze_run_dir(
     n_boot: int = 2000,
     boot_seed: int = 0,
     condition_order: list[str] | None = None,
+    condition_info: dict[str, dict[str, Any]] | None = None,
+    options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Analyse a run directory's scores and store ``analysis.json`` next to them."""
     path = run_dir / "scores.jsonl"
@@ -126,6 +167,8 @@ def analyze_run_dir(
         boot_seed=boot_seed,
         condition_order=condition_order,
         source=str(path),
+        condition_info=condition_info,
+        options=options,
     )
     write_json_atomic(run_dir / "analysis.json", result)
     return result

@@ -160,35 +160,17 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from harness.analysis import analyze_run_dir
-
     run_dir: Path = args.run_dir
-    baseline = args.baseline
-    n_boot, boot_seed = 2000, 0
-    records = None
-    order = None
     if (run_dir / "spec.json").exists():
-        from harness.pipeline import current_scores
-        from harness.runner import open_plan
+        from harness.runner import analyze_plan, open_plan
 
         plan, _ = open_plan(run_dir)
-        records = current_scores(plan)
-        baseline = baseline or plan.spec.baseline.name
-        n_boot, boot_seed = (
-            plan.spec.analysis.bootstrap_resamples,
-            plan.spec.analysis.bootstrap_seed,
-        )
-        order = [c.name for c in plan.conditions]
-    if args.bootstrap is not None:
-        n_boot = args.bootstrap
-    result = analyze_run_dir(
-        run_dir,
-        baseline or "baseline",
-        records,
-        n_boot=n_boot,
-        boot_seed=boot_seed,
-        condition_order=order,
-    )
+        result = analyze_plan(plan, args.baseline, args.bootstrap)
+    else:  # scores made elsewhere: a folder holding only scores.jsonl
+        from harness.analysis import analyze_run_dir
+
+        n_boot = 2000 if args.bootstrap is None else args.bootstrap
+        result = analyze_run_dir(run_dir, args.baseline or "baseline", n_boot=n_boot)
     if args.json:
         print(json.dumps(result, indent=2, allow_nan=False))
     else:

@@ -8,7 +8,7 @@ them against the model's config (layer indices), all before any weights are load
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,8 @@ class ResolvedCondition:
     method: SteeringMethod
     key: str
     """Content id of the condition: its name, method and fingerprint."""
+    info: dict[str, Any] = field(default_factory=dict)
+    """Extra facts for analysis and report (e.g. ``sweep`` coordinates of a sweep point)."""
 
     @property
     def name(self) -> str:

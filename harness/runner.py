@@ -54,6 +54,31 @@ def open_plan(target: str | Path, overrides: Overrides | None = None) -> tuple[P
     return build_plan(spec, source, run_dir), source
 
 
+def condition_info(plan: Plan) -> dict[str, dict[str, Any]]:
+    """Per condition, what the analysis and report may need to know beyond its name."""
+    return {
+        c.name: {"method": c.spec.method, "params": c.spec.params, **c.info}
+        for c in plan.conditions
+    }
+
+
+def analyze_plan(
+    plan: Plan, baseline: str | None = None, n_boot: int | None = None
+) -> dict[str, Any]:
+    """Analyse this plan's current scores (records of items no longer planned are left out)."""
+    opts = plan.spec.analysis
+    return analyze_run_dir(
+        plan.run_dir,
+        baseline or plan.spec.baseline.name,
+        current_scores(plan),
+        n_boot=opts.bootstrap_resamples if n_boot is None else n_boot,
+        boot_seed=opts.bootstrap_seed,
+        condition_order=[c.name for c in plan.conditions],
+        condition_info=condition_info(plan),
+        options=opts.model_dump(mode="json"),
+    )
+
+
 @dataclass
 class RunSummary:
     run_dir: Path
@@ -73,14 +98,7 @@ def run_stages(plan: Plan, source: str, stages: tuple[str, ...] = STAGES) -> Run
         if "score" in stages:
             summary.stages["score"] = score_stage(plan, manifest)
         if "analyze" in stages:
-            analyze_run_dir(
-                plan.run_dir,
-                plan.spec.baseline.name,
-                current_scores(plan),
-                n_boot=plan.spec.analysis.bootstrap_resamples,
-                boot_seed=plan.spec.analysis.bootstrap_seed,
-                condition_order=[c.name for c in plan.conditions],
-            )
+            analyze_plan(plan)
         # The session is closed before the report so the report shows it finished.
         manifest.finish("ok")
         if "report" in stages:
