@@ -16,9 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from harness.agreement import agreement
+from harness.coherence import coherence_summary
 from harness.records import JsonlStore, utc_now, write_json_atomic
 from harness.registry import closest
 from harness.stats import compare_paired, finalize
+from harness.steerability import steerability
 
 REQUIRED = ("condition", "prompt_id", "seed", "scorer", "metric", "value")
 
@@ -60,7 +63,11 @@ class AnalysisInput:
 
 # Further analyses, each adding one top-level key to analysis.json: (key, function).
 # A function returns a JSON-ready value (no NaN) and must not raise on degenerate data.
-EXTRAS: list[tuple[str, Callable[[AnalysisInput], Any]]] = []
+EXTRAS: list[tuple[str, Callable[[AnalysisInput], Any]]] = [
+    ("agreement", agreement),
+    ("steerability", steerability),
+    ("coherence", coherence_summary),
+]
 
 
 def _ordered_unique(values: Iterable[str]) -> list[str]:

@@ -114,6 +114,74 @@ def build_parser() -> argparse.ArgumentParser:
         help="report path (default: the spec's report.path, else reports/<name>.md)",
     )
 
+    p = sub.add_parser(
+        "validate-scorer",
+        help="how good is a scorer: accuracy, macro-F1, AUROC or correlations on gold texts",
+        description="Score gold-labelled texts (JSONL with text and label, or text and rating) "
+        "and report accuracy, macro-F1 and AUROC per label, or Spearman and Pearson for "
+        "ratings, with percentile bootstrap intervals. Writes OUT.json and OUT.md and prints "
+        "the markdown. Shipped gold sets: labels/emotions.jsonl, labels/ratings.jsonl.",
+    )
+    p.add_argument(
+        "scorer",
+        help="a scorer spec (.toml/.yaml with a [scorer] table: type, params) or a "
+        "registered scorer name (default params)",
+    )
+    p.add_argument(
+        "data", help="gold JSONL: a path, or a shipped file such as labels/emotions.jsonl"
+    )
+    p.add_argument("--metric", help="ratings: the scorer metric to compare (default: the trait)")
+    p.add_argument(
+        "--none-label",
+        help="labels: the gold label predicted when no other label scores above 0 "
+        "(default: the one gold label the scorer has no metric for, if any)",
+    )
+    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="output path without suffix (default reports/validation/<scorer>-<data>)",
+    )
+    p.add_argument("--json", action="store_true", help="print the JSON instead of the markdown")
+
+    p = sub.add_parser(
+        "power",
+        help="pairs needed for 80%% power, for an assumed d_z or every comparison of a run",
+        description="Power of a two-sided paired t-test (statsmodels TTestPower). "
+        "With --d-z: the prompt x seed pairs needed for the target power. "
+        "With RUN_DIR: each comparison's observed d_z, n, achieved power and pairs needed.",
+        epilog="examples:\n  steer-harness power --d-z 0.3\n"
+        "  steer-harness power --d-z 0.3 --seeds 5 --pairs 100\n"
+        "  steer-harness power runs/demo",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("run_dir", type=Path, nargs="?", help="a run directory with analysis.json")
+    p.add_argument("--d-z", type=float, help="assumed standardized paired effect d_z")
+    p.add_argument("--power", type=float, default=0.8, help="target power (default 0.8)")
+    p.add_argument("--alpha", type=float, default=0.05, help="two-sided level (default 0.05)")
+    p.add_argument("--seeds", type=int, help="with --d-z: also say how many prompts that is")
+    p.add_argument("--pairs", type=int, help="with --d-z: also the power with this many pairs")
+
+    p = sub.add_parser(
+        "compare",
+        help="several runs side by side: leaderboards and a combined forest plot",
+        description="One leaderboard per scorer/metric with a row per (run, condition), "
+        "sorted by d, and a combined forest plot; warns when the runs differ in model, "
+        "prompts, seeds, decoding, baseline or scorer settings. Stored records only.",
+    )
+    p.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
+    p.add_argument(
+        "--out", type=Path, default=Path("reports/compare.md"), help="default reports/compare.md"
+    )
+    p.add_argument(
+        "--sort",
+        choices=["d", "abs-d", "input"],
+        default="d",
+        help="row order in each leaderboard (default d, largest first)",
+    )
+    p.add_argument("--metric", action="append", help="only this metric (repeatable; default all)")
+
     sub.add_parser(
         "list",
         help="list registered steering methods and scorers",
@@ -138,8 +206,21 @@ def cmd_run(args: argparse.Namespace, stages: tuple[str, ...]) -> int:
     )
     plan, source = open_plan(args.target, ov)
     summary = run_stages(plan, source, stages)
+    for name, chosen in summary.searches.items():
+        if chosen is None:
+            print(f"search {name}: no point passed the guards; the condition is left out")
+        else:
+            print(
+                f"search {name}: chose layer {chosen['layer']}, coefficient "
+                f"{chosen['coefficient']:.4g} (selection trait delta {chosen['trait_delta']:.3g})"
+            )
     for stage, res in summary.stages.items():
         print(f"{stage}: {res.done_now} done now, {res.done_before} already done")
+        if res.details.get("retryable"):
+            print(
+                f"  {res.details['retryable']} scores failed transiently and are null for now; "
+                "run the same command again to retry them"
+            )
     print(f"run directory: {summary.run_dir}")
     if summary.report is not None:
         print(f"report: {summary.report}")
@@ -156,6 +237,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"  conditions: {', '.join(c.name for c in plan.conditions)}")
     print(f"  scorers: {', '.join(s.name for s in plan.scorers)}")
     print(f"  generations planned: {len(plan.items)}; run directory: {plan.run_dir}")
+    if plan.selection_prompts:
+        print(
+            f"  search: {len(plan.selection_prompts)} prompts for selection, "
+            f"{len(plan.prompts)} held out and reported"
+        )
+    for cond in plan.pending_searches:
+        print(f"  search pending for '{cond.name}' (its generations are planned after it)")
     return 0
 
 
@@ -191,6 +279,70 @@ def cmd_report(args: argparse.Namespace) -> int:
         out = Path(configured or f"reports/{name}.md")
     path = write_report(args.run_dir, out)
     print(f"report: {path}")
+    return 0
+
+
+def cmd_validate_scorer(args: argparse.Namespace) -> int:
+    from harness.validation import ValidationError, render_markdown, validate_scorer, write_outputs
+
+    try:
+        result = validate_scorer(
+            args.scorer,
+            args.data,
+            n_resamples=args.bootstrap,
+            seed=args.seed,
+            metric=args.metric,
+            none_label=args.none_label,
+        )
+    except ValidationError as exc:
+        return _print_problems(exc)
+    out = args.out
+    if out is None:
+        name = result["scorer"]["name"]
+        out = Path("reports/validation") / f"{name}-{Path(result['data']).stem}"
+    json_path, md_path = write_outputs(result, out)
+    if args.json:
+        print(json.dumps(result, indent=2, allow_nan=False))
+    else:
+        print(render_markdown(result))
+        print(f"written: {json_path}, {md_path}")
+    return 0
+
+
+def cmd_power(args: argparse.Namespace) -> int:
+    from harness.planning import format_plan, format_power_rows, power_rows
+
+    if (args.run_dir is None) == (args.d_z is None):
+        print("error: give either --d-z or a RUN_DIR", file=sys.stderr)
+        return 2
+    try:
+        if args.d_z is not None:
+            print(format_plan(args.d_z, args.power, args.alpha, args.seeds, args.pairs))
+            return 0
+        path = args.run_dir / "analysis.json"
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{args.run_dir}: no analysis.json; run `steer-harness analyze {args.run_dir}`"
+            )
+        comps = json.loads(path.read_text(encoding="utf-8")).get("comparisons", [])
+        rows = power_rows(comps, args.power, args.alpha)
+    except ValueError as exc:
+        return _print_problems(exc)
+    print(
+        f"two-sided paired t-test, alpha = {args.alpha:g}, at each comparison's observed "
+        f"|d_z| (post-hoc power restates the p-value; use it to plan a rerun)"
+    )
+    print(format_power_rows(rows, args.power))
+    under = sum(1 for r in rows if r.underpowered)
+    print(f"{under} of {len(rows)} comparisons below {args.power:.0%} power")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from harness.report.compare import write_compare
+
+    path = write_compare(args.run_dirs, args.out, args.sort, args.metric)
+    print(f"comparison: {path}")
     return 0
 
 
@@ -232,8 +384,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_analyze(args)
         if args.command == "report":
             return cmd_report(args)
+        if args.command == "power":
+            return cmd_power(args)
+        if args.command == "compare":
+            return cmd_compare(args)
         if args.command == "list":
             return cmd_list()
+        if args.command == "validate-scorer":
+            return cmd_validate_scorer(args)
     except (SpecError, ModelLoadError, StoreError, AnalysisError, FileNotFoundError) as exc:
         return _print_problems(exc)
     except KeyboardInterrupt:

@@ -129,11 +129,14 @@ def generate_rows(
         pad_token_id=tok.pad_token_id,
         eos_token_id=eos,
     )
+    batch = BatchInfo(prompt_length, [r.prompt_id for r in rows], [r.seed for r in rows])
     processors: Any = LogitsProcessorList()
+    edit_logits = getattr(method, "logits_processor", None)
+    if edit_logits is not None and (proc := edit_logits(lm, batch)) is not None:
+        processors.append(proc)  # the method's edit comes before the sampling noise
     if gen.sampling:
         seeds = [stream_seed(r.prompt_id, r.seed) for r in rows]
         processors.append(RowGumbelSampler(seeds, gen.temperature, gen.top_p, gen.top_k))
-    batch = BatchInfo(prompt_length, [r.prompt_id for r in rows], [r.seed for r in rows])
     with method.apply(lm, batch):
         out = lm.model.generate(**enc, generation_config=config, logits_processor=processors)
     new = out[:, prompt_length:]

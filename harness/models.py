@@ -130,6 +130,8 @@ class LoadedModel:
     info: ModelInfo
     use_chat_template: bool
     fingerprint: dict[str, Any] = field(default_factory=dict)
+    cache: dict[Any, Any] = field(default_factory=dict)
+    """Per-model memo for values that are costly and fixed for the model (typical norms)."""
 
     @property
     def layers(self) -> nn.ModuleList:

@@ -20,9 +20,12 @@ from tqdm.auto import tqdm
 from harness.generate import Row, generate_rows
 from harness.manifest import Manifest
 from harness.models import LoadedModel, load_model
-from harness.plan import Plan, WorkItem, scorer_context
+from harness.plan import Plan, ResolvedCondition, WorkItem, scorer_context
 from harness.records import GenerationRecord, JsonlStore, ScoreRecord, content_id
-from judges.base import ScoringItem, check_results
+from harness.steering.batched import RowwiseAddition, positions_of, row_additions
+from harness.steering.hooks import Positions
+from harness.steering.restore import snapshot, verify
+from judges.base import ScoringItem, check_results, is_final
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -71,6 +74,45 @@ class ModelHolder:
         return self._lm
 
 
+def generation_units(
+    conditions: list[ResolvedCondition], per_batch: int
+) -> list[list[ResolvedCondition]]:
+    """Conditions generated together: additive ones that steer the same positions are
+    stacked up to ``per_batch`` at a time (the baseline, adding nothing, stacks with any);
+    every other condition is a unit of its own. Methods must be prepared already."""
+    if per_batch <= 1:
+        return [[c] for c in conditions]
+    units: list[list[ResolvedCondition]] = []
+    open_units: dict[str, list[ResolvedCondition]] = {}
+    for cond in conditions:
+        adds = row_additions(cond.method)
+        if adds is None:
+            units.append([cond])
+            continue
+        key = positions_of(cond.method) if adds else "any"
+        unit = open_units.get(key) if key != "any" else next(iter(open_units.values()), None)
+        if unit is None or len(unit) >= per_batch:
+            unit = []
+            units.append(unit)
+            open_units[key if key != "any" else "all"] = unit
+        unit.append(cond)
+    return units
+
+
+def _unit_method(
+    unit: list[ResolvedCondition], members: list[tuple[ResolvedCondition, list[WorkItem]]]
+) -> Any:
+    """The method that steers one unit's batch: the condition's own, or row-wise additions."""
+    if len(unit) == 1:
+        return unit[0].method
+    per_row = [row_additions(c.method) or {} for c, batch in members for _ in batch]
+    positions: Positions = "all"
+    for c, _ in members:
+        if row_additions(c.method):
+            positions = positions_of(c.method)
+    return RowwiseAddition(per_row, positions)
+
+
 def generate_stage(plan: Plan, manifest: Manifest, models: ModelHolder) -> StageResult:
     store = JsonlStore(plan.path("generations"))
     dropped = store.repair()
@@ -82,42 +124,57 @@ def generate_stage(plan: Plan, manifest: Manifest, models: ModelHolder) -> Stage
     missing = len(wanted - done)
     if missing == 0:
         return result
+    batches = {c.name: batch_plan(plan, c.name) for c in plan.conditions}
+    pending = [
+        c for c in plan.conditions if any(it.id not in done for b in batches[c.name] for it in b)
+    ]
+    lm = models.get()
     prepared: dict[str, Any] = manifest.data.setdefault("conditions", {})
+    before = snapshot(lm.model)
+    for cond in pending:
+        meta = cond.method.prepare(lm)
+        prepared[cond.name] = {"method": cond.spec.method, "key": cond.key, **meta}
+    manifest.save()
+    gen = plan.spec.generation
     with tqdm(total=missing, desc="generate", unit="text") as bar:
-        for cond in plan.conditions:
-            batches = [b for b in batch_plan(plan, cond.name) if any(it.id not in done for it in b)]
-            if not batches:
-                continue
-            lm = models.get()
-            bar.set_postfix_str(cond.name)
-            meta = cond.method.prepare(lm)
-            prepared[cond.name] = {"method": cond.spec.method, "key": cond.key, **meta}
-            manifest.save()
-            for batch in batches:
-                rows = [Row(it.prompt.id, it.prompt.text, it.seed) for it in batch]
-                outputs = generate_rows(lm, cond.method, rows, plan.spec.generation)
-                records = [
-                    GenerationRecord(
-                        id=it.id,
-                        condition=cond.name,
-                        method=cond.spec.method,
-                        prompt_id=it.prompt.id,
-                        seed=it.seed,
-                        prompt=it.prompt.text,
-                        rendered_prompt=out.rendered_prompt,
-                        text=out.text,
-                        n_prompt_tokens=out.n_prompt_tokens,
-                        n_new_tokens=out.n_new_tokens,
-                        finish=out.finish,
-                        model=plan.spec.model.id,
-                    )
-                    for it, out in zip(batch, outputs, strict=True)
-                    if it.id not in done
-                ]
+        for unit in generation_units(pending, gen.conditions_per_batch):
+            bar.set_postfix_str(", ".join(c.name for c in unit))
+            for j in range(len(batches[unit[0].name])):
+                # Per condition, the same fixed batch as when generated alone.
+                members = [(c, batches[c.name][j]) for c in unit]
+                members = [(c, b) for c, b in members if any(it.id not in done for it in b)]
+                if not members:
+                    continue
+                rows = [Row(it.prompt.id, it.prompt.text, it.seed) for _, b in members for it in b]
+                outputs = iter(generate_rows(lm, _unit_method(unit, members), rows, gen))
+                records = []
+                for cond, batch in members:
+                    for it in batch:
+                        out = next(outputs)
+                        if it.id in done:
+                            continue
+                        records.append(
+                            GenerationRecord(
+                                id=it.id,
+                                condition=cond.name,
+                                method=cond.spec.method,
+                                prompt_id=it.prompt.id,
+                                seed=it.seed,
+                                prompt=it.prompt.text,
+                                rendered_prompt=out.rendered_prompt,
+                                text=out.text,
+                                n_prompt_tokens=out.n_prompt_tokens,
+                                n_new_tokens=out.n_new_tokens,
+                                finish=out.finish,
+                                model=plan.spec.model.id,
+                            )
+                        )
                 store.append(records)
                 done.update(r.id for r in records)
                 result.done_now += len(records)
                 bar.update(len(records))
+            names = ", ".join(f"'{c.name}' ({c.spec.method})" for c in unit)
+            verify(lm.model, before, f"condition {names}")
     return result
 
 
@@ -135,14 +192,17 @@ def _run_scorer(scorer: Any, items: list[ScoringItem]) -> Any:
     return scorer.score(items)
 
 
-def score_stage(plan: Plan, manifest: Manifest) -> StageResult:
+def score_stage(plan: Plan, manifest: Manifest, models: ModelHolder | None = None) -> StageResult:
     store = JsonlStore(plan.path("scores"))
     dropped = store.repair()
     if dropped:
         log.warning("%s: dropped a torn last record (%d bytes)", store.path, dropped)
-    existing_ids = store.ids()
+    # Nulls from transient failures are not done: they are scored again, and the new record
+    # (same id) supersedes the old one when scores are read.
+    final = [rec for rec in store.iter_dicts() if is_final(rec)]
+    existing_ids = {rec["id"] for rec in final}
     done_pairs: dict[tuple[str, str], set[str]] = defaultdict(set)
-    for rec in store.iter_dicts():
+    for rec in final:
         done_pairs[(rec["generation_id"], rec["scorer_key"])].add(rec["metric"])
     generations = current_generations(plan)
     result = StageResult()
@@ -158,7 +218,7 @@ def score_stage(plan: Plan, manifest: Manifest) -> StageResult:
         result.done_before += len(generations) - len(pending)
         if not pending:
             continue
-        scorer = sc.scorer_cls(sc.params, scorer_context(plan))
+        scorer = sc.scorer_cls(sc.params, scorer_context(plan, models.get if models else None))
         metrics = list(scorer.metrics)
         pending = [
             g for g in generations if not set(metrics) <= done_pairs.get((g["id"], sc.key), set())
@@ -200,6 +260,8 @@ def score_stage(plan: Plan, manifest: Manifest) -> StageResult:
                         )
                 store.append(records)
                 existing_ids.update(r.id for r in records)
+                retry = sum(not is_final(r.model_dump()) for r in records)
+                result.details["retryable"] = result.details.get("retryable", 0) + retry
                 result.done_now += len(batch)
                 bar.update(len(batch))
         close = getattr(scorer, "close", None)

@@ -8,6 +8,7 @@ them against the model's config (layer indices), all before any weights are load
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,8 +77,13 @@ class Plan:
     conditions: list[ResolvedCondition]
     scorers: list[ResolvedScorer]
     prompts: list[Prompt]
+    """The prompts reported on: all, or the held-out split when a condition searches."""
     items: list[WorkItem]
     model_key: dict[str, Any]
+    selection_prompts: list[Prompt] = field(default_factory=list)
+    """Prompts reserved for choosing settings by search; never reported."""
+    pending_searches: list[ConditionSpec] = field(default_factory=list)
+    """Conditions whose search has not finished: they have no work items yet."""
 
     def path(self, what: str) -> Path:
         return self.run_dir / RUN_FILES[what]
@@ -94,39 +100,122 @@ def default_run_dir(spec: Spec) -> Path:
     return Path(spec.output_dir or f"runs/{spec.name}")
 
 
+def _resolve_condition(
+    spec: Spec,
+    index: int,
+    cond: ConditionSpec,
+    extra: dict[str, Any],
+    cache: Path | None,
+    model: Any,
+) -> tuple[ResolvedCondition | None, list[str]]:
+    """One condition (or sweep point): its method, params, model checks and content id."""
+    where = "baseline" if index == 0 else f"conditions[{index - 1}]"
+    try:
+        cls = METHODS.get(cond.method)
+    except RegistryError as exc:
+        return None, [f"{where}.method: {exc}"]
+    try:
+        params = cls.Params.model_validate(cond.params)
+    except ValidationError as exc:
+        prefix = ("conditions", index - 1, "params") if index else ("baseline", "params")
+        return None, describe_errors(exc, cls.Params, prefix)
+    ctx = MethodContext(
+        condition=cond.name, base_dir=spec._base_dir, cache_dir=cache, library=spec.vectors
+    )
+    check = getattr(cls, "check", None)
+    if check is not None and model is not None:
+        problems = [f"{where}.{p}" for p in check(params, model, ctx)]
+        if problems:
+            return None, problems
+    method = cls(params, ctx)
+    try:
+        fp = method.fingerprint()
+    except Exception as exc:  # a plug-in's own error, reported against its condition
+        return None, [f"{where}: cannot fingerprint the condition ({exc})"]
+    key = content_id({"name": cond.name, "method": cond.method, "fingerprint": fp})
+    return ResolvedCondition(cond, cls, params, method, key, extra), []
+
+
+def search_result_path(run_dir: Path, condition: str) -> Path:
+    return run_dir / "search" / f"{condition}.json"
+
+
+def load_search_result(run_dir: Path, condition: str) -> dict[str, Any] | None:
+    path = search_result_path(run_dir, condition)
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def search_candidates(cond: ConditionSpec) -> list[ConditionSpec]:
+    """The search's starting point at each candidate layer, for validating its params."""
+    assert cond.search is not None
+    layers = cond.search.layers or cond.params.get("layers") or []
+    layers = [layers] if isinstance(layers, int) else layers
+    return [
+        ConditionSpec(
+            name=cond.name,
+            method=cond.method,
+            params={**cond.params, "layers": [layer], "coefficient": cond.search.start},
+        )
+        for layer in layers
+    ] or [cond]
+
+
 def _resolve_conditions(
-    spec: Spec, run_dir: Path | None, problems: list[str], info: Any
-) -> list[ResolvedCondition]:
+    spec: Spec, run_dir: Path, problems: list[str], model: Any
+) -> tuple[list[ResolvedCondition], list[ConditionSpec]]:
+    """Every condition with its sweep points expanded, and the searches still to run.
+
+    A searched condition resolves to the point its finished search chose; until then it
+    has no work items. Problems shared by several sweep points are reported once, those of
+    one point name it."""
+    from harness.sweeps import expand
+
     resolved = []
-    cache = run_dir / "vectors" if run_dir else None
+    pending = []
+    cache = run_dir / "vectors"
     for index, cond in enumerate(spec.all_conditions):
-        where = "baseline" if index == 0 else f"conditions[{index - 1}]"
-        try:
-            cls = METHODS.get(cond.method)
-        except RegistryError as exc:
-            problems.append(f"{where}.method: {exc}")
-            continue
-        try:
-            params = cls.Params.model_validate(cond.params)
-        except ValidationError as exc:
-            prefix = ("conditions", index - 1, "params") if index else ("baseline", "params")
-            problems += describe_errors(exc, cls.Params, prefix)
-            continue
-        check = getattr(cls, "check", None)
-        if check is not None and info is not None:
-            problems += [f"{where}.{p}" for p in check(params, info, spec._base_dir)]
-        if any(p.startswith(where + ".") for p in problems):
-            continue
-        ctx = MethodContext(condition=cond.name, base_dir=spec._base_dir, cache_dir=cache)
-        method = cls(params, ctx)
-        try:
-            fp = method.fingerprint()
-        except Exception as exc:  # a plug-in's own error, reported against its condition
-            problems.append(f"{where}: cannot fingerprint the condition ({exc})")
-            continue
-        key = content_id({"name": cond.name, "method": cond.method, "fingerprint": fp})
-        resolved.append(ResolvedCondition(cond, cls, params, method, key))
-    return resolved
+        extra_info: dict[str, Any] = {}
+        if cond.search is not None:
+            result = load_search_result(run_dir, cond.name)
+            if result is None:
+                for candidate in search_candidates(cond):
+                    _, issues = _resolve_condition(spec, index, candidate, {}, cache, model)
+                    problems += [p for p in issues if p not in problems]
+                pending.append(cond)
+                continue
+            chosen = result.get("chosen")
+            if chosen is None:  # the search found no point that passed its guards
+                continue
+            params = {
+                **cond.params,
+                "layers": [chosen["layer"]],
+                "coefficient": chosen["coefficient"],
+            }
+            cond = ConditionSpec(name=cond.name, method=cond.method, params=params)
+            extra_info = {"search": {"chosen": chosen, "trait": result["trait"]}}
+        points = expand(cond) if not extra_info else [(cond, extra_info)]
+        found: dict[str, list[str]] = {}
+        for point, extra in points:
+            rc, point_problems = _resolve_condition(spec, index, point, extra, cache, model)
+            if rc is not None:
+                resolved.append(rc)
+            for p in point_problems:
+                found.setdefault(p, []).append(point.name)
+        for p, names in found.items():
+            shared = len(points) == 1 or len(names) == len(points)
+            problems.append(p if shared else f"{p} (sweep point {', '.join(names)})")
+    return resolved, pending
+
+
+def _check_library(spec: Spec, info: Any) -> list[str]:
+    from harness.steering.activation import check_layers, check_source
+
+    problems = []
+    for name, vec in spec.vectors.items():
+        where = f"vectors.{name}"
+        problems += check_layers(vec.layers, info, f"{where}.layers")
+        problems += check_source(vec, where, vec.layers, info, spec._base_dir)
+    return problems
 
 
 def _resolve_scorers(spec: Spec, problems: list[str]) -> list[ResolvedScorer]:
@@ -151,36 +240,33 @@ def _resolve_scorers(spec: Spec, problems: list[str]) -> list[ResolvedScorer]:
     return resolved
 
 
-def scorer_context(plan: Plan, device: str | None = None) -> ScorerContext:
+def scorer_context(plan: Plan, load_generator: Callable[[], Any] | None = None) -> ScorerContext:
     return ScorerContext(
         run_dir=plan.run_dir,
         base_dir=plan.spec._base_dir,
         generator_model=plan.spec.model.model_dump(mode="json"),
-        device=device,
+        load_generator=load_generator,
     )
 
 
-def build_plan(spec: Spec, source: str, run_dir: Path | None = None) -> Plan:
-    """Check everything that can be checked without weights; raise SpecError listing it all."""
-    run_dir = run_dir or default_run_dir(spec)
-    problems: list[str] = []
-    info = None
-    try:
-        info = model_info(load_config(spec.model))
-    except ModelLoadError as exc:
-        problems.append(f"model.id: {exc}")
-    conditions = _resolve_conditions(spec, run_dir, problems, info)
-    scorers = _resolve_scorers(spec, problems)
-    prompts: list[Prompt] = []
-    try:
-        prompts = load_prompts(spec.prompts)
-    except PromptSetError as exc:
-        problems.append(f"prompts: {exc}")
-    if problems:
-        raise SpecError(source, problems)
-    mkey = model_key(spec.model)
-    decoding = spec.generation.decoding()
-    items = [
+def split_prompts(prompts: list[Prompt], fraction: float) -> tuple[list[Prompt], list[Prompt]]:
+    """(selection, held out): prompts ordered by a hash of their id, the first
+    round(fraction * n) for selection. Deterministic, and independent of file order."""
+    ordered = sorted(prompts, key=lambda p: (content_id(p.id), p.id))
+    k = min(max(1, round(fraction * len(prompts))), len(prompts) - 1)
+    chosen = {p.id for p in ordered[:k]}
+    return [p for p in prompts if p.id in chosen], [p for p in prompts if p.id not in chosen]
+
+
+def make_items(
+    conditions: list[ResolvedCondition],
+    prompts: list[Prompt],
+    seeds: list[int],
+    mkey: dict[str, Any],
+    decoding: dict[str, Any],
+) -> list[WorkItem]:
+    """Every (condition, prompt, seed), with its content id."""
+    return [
         WorkItem(
             content_id(
                 {
@@ -197,9 +283,38 @@ def build_plan(spec: Spec, source: str, run_dir: Path | None = None) -> Plan:
         )
         for cond in conditions
         for p in prompts
-        for seed in spec.generation.seeds
+        for seed in seeds
     ]
-    return Plan(spec, run_dir, conditions, scorers, prompts, items, mkey)
+
+
+def build_plan(spec: Spec, source: str, run_dir: Path | None = None) -> Plan:
+    """Check everything that can be checked without weights; raise SpecError listing it all."""
+    run_dir = run_dir or default_run_dir(spec)
+    problems: list[str] = []
+    info = None
+    try:
+        info = model_info(load_config(spec.model))
+    except ModelLoadError as exc:
+        problems.append(f"model.id: {exc}")
+    if info is not None:
+        problems += _check_library(spec, info)
+    conditions, pending = _resolve_conditions(spec, run_dir, problems, info)
+    scorers = _resolve_scorers(spec, problems)
+    prompts: list[Prompt] = []
+    try:
+        prompts = load_prompts(spec.prompts)
+    except PromptSetError as exc:
+        problems.append(f"prompts: {exc}")
+    if spec.has_search and len(prompts) == 1:
+        problems.append("prompts: a search needs at least 2 prompts (selection and held out)")
+    if problems:
+        raise SpecError(source, problems)
+    selection: list[Prompt] = []
+    if spec.has_search:
+        selection, prompts = split_prompts(prompts, spec.split.selection_fraction)
+    mkey = model_key(spec.model)
+    items = make_items(conditions, prompts, spec.generation.seeds, mkey, spec.generation.decoding())
+    return Plan(spec, run_dir, conditions, scorers, prompts, items, mkey, selection, pending)
 
 
 def save_spec(plan: Plan, source: str) -> None:

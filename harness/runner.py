@@ -84,6 +84,7 @@ class RunSummary:
     run_dir: Path
     report: Path | None = None
     stages: dict[str, StageResult] = field(default_factory=dict)
+    searches: dict[str, dict[str, Any] | None] = field(default_factory=dict)
 
 
 def run_stages(plan: Plan, source: str, stages: tuple[str, ...] = STAGES) -> RunSummary:
@@ -92,11 +93,22 @@ def run_stages(plan: Plan, source: str, stages: tuple[str, ...] = STAGES) -> Run
     manifest = Manifest(plan.path("manifest"))
     manifest.start(" ".join(stages))
     summary = RunSummary(plan.run_dir)
+    models = ModelHolder(plan, manifest)  # loaded on first use, shared by the stages
     try:
+        if "generate" in stages and plan.pending_searches:
+            from harness.search import run_search
+
+            for cond in plan.pending_searches:
+                result = run_search(plan, cond, models)
+                chosen = result["chosen"]
+                summary.searches[cond.name] = chosen
+            # The searched conditions now resolve to their chosen points.
+            plan = build_plan(plan.spec, source, plan.run_dir)
+            models.plan = plan
         if "generate" in stages:
-            summary.stages["generate"] = generate_stage(plan, manifest, ModelHolder(plan, manifest))
+            summary.stages["generate"] = generate_stage(plan, manifest, models)
         if "score" in stages:
-            summary.stages["score"] = score_stage(plan, manifest)
+            summary.stages["score"] = score_stage(plan, manifest, models)
         if "analyze" in stages:
             analyze_plan(plan)
         # The session is closed before the report so the report shows it finished.

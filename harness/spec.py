@@ -31,6 +31,7 @@ from pydantic import (
 )
 
 from harness.registry import closest
+from harness.steering.sources import LibraryVector
 
 
 class SpecError(ValueError):
@@ -98,6 +99,14 @@ class GenerationSpec(Strict):
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = Field(0, ge=0, description="0 disables top-k.")
     batch_size: int = Field(16, gt=0)
+    conditions_per_batch: int = Field(
+        1,
+        gt=0,
+        description=(
+            "Stack up to this many additive conditions (activation add, composite, baseline) "
+            "in one forward pass, each row with its own vector."
+        ),
+    )
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
 
     @field_validator("seeds")
@@ -118,10 +127,90 @@ class GenerationSpec(Strict):
 NAME_RE = r"[A-Za-z0-9][A-Za-z0-9_.\-]*"
 
 
+class Guard(Strict):
+    """A coherence bound a search point must meet: one of min, max, min_ratio, max_ratio.
+
+    Ratios are to the baseline's mean on the same selection texts (e.g. perplexity at most
+    1.5 times the unsteered model's)."""
+
+    metric: str = Field(
+        description="scorer/metric, e.g. 'fluency/perplexity' or 'judge/coherence'."
+    )
+    min: float | None = None
+    max: float | None = None
+    min_ratio: float | None = None
+    max_ratio: float | None = None
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> Guard:
+        bounds = [self.min, self.max, self.min_ratio, self.max_ratio]
+        if sum(b is not None for b in bounds) != 1:
+            raise ValueError("give exactly one of min, max, min_ratio, max_ratio")
+        if "/" not in self.metric:
+            raise ValueError("metric must be 'scorer/metric'")
+        return self
+
+
+class SearchSpec(Strict):
+    """Adaptive coefficient search per layer, on the selection split of the prompts."""
+
+    layers: list[int] | None = Field(None, description="Candidate layers; default the params'.")
+    start: float = Field(gt=0, description="First coefficient (in the condition's mode).")
+    factor: float = Field(2.0, gt=1, description="Multiply up while valid, divide otherwise.")
+    steps: int = Field(5, ge=1, description="Evaluations per layer.")
+    trait: str = Field(description="scorer/metric whose delta against the baseline to push.")
+    direction: Literal["increase", "decrease"] = "increase"
+    guards: list[Guard] = Field(min_length=1)
+    seeds: list[int] | None = Field(
+        None, description="Seeds used while searching; default the first."
+    )
+
+    @field_validator("trait")
+    @classmethod
+    def _trait(cls, v: str) -> str:
+        if "/" not in v:
+            raise ValueError("trait must be 'scorer/metric', e.g. 'lexicon/fear'")
+        return v
+
+
+class SplitSpec(Strict):
+    selection_fraction: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description=(
+            "Share of prompts used to choose settings by search (never reported); the rest "
+            "is held out, and every condition is reported on it."
+        ),
+    )
+
+
 class ConditionSpec(Strict):
-    name: str = Field(pattern=NAME_RE)
+    # Sweep points get generated names such as "fear@coefficient=2,layers=8".
+    name: str = Field(pattern=r"[A-Za-z0-9][A-Za-z0-9_.\-@=,+]*")
     method: str = Field(description="A registered steering method or 'package.module:Class'.")
     params: dict[str, Any] = Field(default_factory=dict)
+    sweep: dict[str, list[Any]] | None = Field(
+        None, description="Grid over params, e.g. {coefficient = [2, 4], layers = [8, 10]}."
+    )
+    search: SearchSpec | None = Field(
+        None, description="Choose layer and coefficient on the selection split of the prompts."
+    )
+
+    @field_validator("sweep")
+    @classmethod
+    def _sweep(cls, v: dict[str, list[Any]] | None) -> dict[str, list[Any]] | None:
+        if v is not None:
+            empty = [k for k, values in v.items() if not values]
+            if not v or empty:
+                raise ValueError(f"a sweep needs at least one value per swept param ({empty})")
+        return v
+
+    @model_validator(mode="after")
+    def _sweep_or_search(self) -> ConditionSpec:
+        if self.sweep and self.search:
+            raise ValueError("a condition can have a sweep or a search, not both")
+        return self
 
 
 class ScorerSpec(Strict):
@@ -137,6 +226,11 @@ class ScorerSpec(Strict):
 class AnalysisSpec(Strict):
     bootstrap_resamples: int = Field(2000, ge=0)
     bootstrap_seed: int = 0
+    coherence_threshold: float = Field(
+        50.0,
+        description="Texts scoring below it on a `coherence` metric count as incoherent "
+        "(harness/coherence.py).",
+    )
 
 
 class ReportSpec(Strict):
@@ -152,11 +246,15 @@ class Spec(Strict):
     model: ModelSpec = Field(default_factory=ModelSpec)
     prompts: PromptSource
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
+    vectors: dict[str, LibraryVector] = Field(
+        default_factory=dict, description="Named steering vectors that conditions refer to."
+    )
     baseline: ConditionSpec = Field(
         default_factory=lambda: ConditionSpec(name="baseline", method="none")
     )
     conditions: list[ConditionSpec] = Field(min_length=1)
     scorers: list[ScorerSpec] = Field(min_length=1)
+    split: SplitSpec = Field(default_factory=SplitSpec)
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
     report: ReportSpec = Field(default_factory=ReportSpec)
 
@@ -165,6 +263,9 @@ class Spec(Strict):
 
     @model_validator(mode="after")
     def _unique_names(self) -> Spec:
+        bad = [c.name for c in self.all_conditions if not re.fullmatch(NAME_RE, c.name)]
+        if bad:
+            raise ValueError(f"condition names may use letters, digits, '_', '.', '-': {bad}")
         names = [self.baseline.name] + [c.name for c in self.conditions]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -173,7 +274,23 @@ class Spec(Strict):
         dupes = sorted({n for n in labels if labels.count(n) > 1})
         if dupes:
             raise ValueError(f"scorer names must be unique; set `name` to tell them apart: {dupes}")
+        for c in self.conditions:
+            if c.search is None:
+                continue
+            for ref in [c.search.trait, *(g.metric for g in c.search.guards)]:
+                scorer = ref.split("/", 1)[0]
+                if scorer not in labels:
+                    hint = closest(scorer, labels)
+                    raise ValueError(
+                        f"condition '{c.name}': search refers to scorer '{scorer}', which is not "
+                        f"among the spec's scorers ({', '.join(labels)})"
+                        + (f"; did you mean '{hint}'?" if hint else "")
+                    )
         return self
+
+    @property
+    def has_search(self) -> bool:
+        return any(c.search is not None for c in self.conditions)
 
     @property
     def all_conditions(self) -> list[ConditionSpec]:

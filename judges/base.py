@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -54,6 +54,21 @@ class ScoreResult:
     def null(cls, reason: str, **extra: Any) -> ScoreResult:
         return cls(None, reason, extra)
 
+    @classmethod
+    def failed(cls, reason: str, **extra: Any) -> ScoreResult:
+        """A null from a transient failure (a call that timed out, a server error): recorded
+        as null with its reason, and scored again when the run is re-run."""
+        return cls(None, reason, {**extra, RETRY_KEY: True})
+
+
+RETRY_KEY = "retry"
+"""In a null score's ``extra``: the failure was transient, a re-run should try again."""
+
+
+def is_final(record: Mapping[str, Any]) -> bool:
+    """Whether a stored score record is done (a value, or a null that retrying won't fix)."""
+    return not (record.get("value") is None and (record.get("extra") or {}).get(RETRY_KEY))
+
 
 @dataclass(frozen=True)
 class ScoringItem:
@@ -79,6 +94,9 @@ class ScorerContext:
     generator_model: Mapping[str, Any] = field(default_factory=dict)
     """The run's model section, for scorers that need the unsteered generator."""
     device: str | None = None
+    load_generator: Callable[[], Any] | None = None
+    """Returns the run's generator, already loaded when the run generated texts, so a
+    scorer that needs it does not load a second copy. The model is unsteered here."""
 
 
 @runtime_checkable

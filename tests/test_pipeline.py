@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -187,3 +188,54 @@ def test_report_shows_results_seeds_samples_and_manifest(finished_run):
     )
     assert "nan" not in text.lower().replace("nanny", "")
     assert f"| lexicon | fear | `act` | {c['n']} |" in text
+
+
+class FlakyScorer:
+    """Fails transiently on its first call for every text, then answers."""
+
+    from judges.base import ScorerParams as Params
+
+    metrics = ("m",)
+    batch_size = 64
+    calls: ClassVar[dict[str, int]] = {}
+
+    def __init__(self, params, context):
+        pass
+
+    def score(self, items):
+        from judges.base import ScoreResult
+
+        out = []
+        for it in items:
+            n = FlakyScorer.calls.get(it.item_id, 0)
+            FlakyScorer.calls[it.item_id] = n + 1
+            out.append(
+                {"m": ScoreResult.failed("timeout") if n == 0 else ScoreResult.ok(len(it.text))}
+            )
+        return out
+
+
+def test_transient_failures_are_retried_on_the_next_run(make_spec, tmp_path: Path):
+    spec = make_spec(n_prompts=2, seeds="[0]")
+    spec.write_text(
+        spec.read_text() + '\n[[scorers]]\ntype = "test_pipeline:FlakyScorer"\nname = "flaky"\n'
+    )
+    FlakyScorer.calls.clear()
+    plan, source = open_plan(spec)
+    plan.spec.report.path = str(tmp_path / "r.md")
+    first = run_stages(plan, source)
+    assert first.stages["score"].details["retryable"] == 6
+    flaky = [s for s in read(plan.path("scores")) if s["scorer"] == "flaky"]
+    assert all(s["value"] is None and s["extra"]["retry"] for s in flaky)
+    second = run_stages(*open_plan(spec))
+    assert second.stages["score"].done_now == 6 and not second.stages["score"].details.get(
+        "retryable"
+    )
+    from harness.pipeline import current_scores
+
+    current = [s for s in current_scores(plan) if s["scorer"] == "flaky"]
+    assert len(current) == 6 and all(s["value"] is not None for s in current)
+    analysis = json.loads(plan.path("analysis").read_text())
+    assert any(c["scorer"] == "flaky" and c["n"] == 2 for c in analysis["comparisons"])
+    third = run_stages(*open_plan(spec))
+    assert third.stages["score"].done_now == 0

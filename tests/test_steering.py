@@ -144,17 +144,17 @@ def test_activation_from_file_checks_layers_and_size(tiny_lm, tmp_path: Path):
     ok = ActivationParams.model_validate(
         {"layers": [1], "coefficient": 1, "vector": {"file": str(path)}}
     )
-    assert ActivationSteering.check(ok, tiny_lm.info, tmp_path) == []
+    assert ActivationSteering.check(ok, tiny_lm.info, MethodContext("a", base_dir=tmp_path)) == []
     bad = ActivationParams.model_validate(
         {"layers": [0], "coefficient": 1, "vector": {"file": "v.safetensors"}}
     )
-    (msg,) = ActivationSteering.check(bad, tiny_lm.info, tmp_path)
+    (msg,) = ActivationSteering.check(bad, tiny_lm.info, MethodContext("a", base_dir=tmp_path))
     assert "no direction for layers [0]" in msg
     SteeringVector({0: torch.ones(7)}, {}).save(tmp_path / "w.safetensors")
     wrong = ActivationParams.model_validate(
         {"layers": [0], "coefficient": 1, "vector": {"file": "w.safetensors"}}
     )
-    (msg,) = ActivationSteering.check(wrong, tiny_lm.info, tmp_path)
+    (msg,) = ActivationSteering.check(wrong, tiny_lm.info, MethodContext("a", base_dir=tmp_path))
     assert "does not match the model's hidden size 32" in msg
 
 

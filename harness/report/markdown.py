@@ -8,13 +8,17 @@ print as "n/a" and their reasons are listed, never as NaN.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from harness.records import JsonlStore, utc_now
+from harness.report.agreement import section_agreement
+from harness.report.coherence import section_coherence
 
 
 @dataclass
@@ -27,6 +31,11 @@ class RunData:
     manifest: dict[str, Any] | None = None
     generations: list[dict[str, Any]] = field(default_factory=list)
     report_path: Path | None = None
+    scores: list[dict[str, Any]] = field(default_factory=list)
+    """scores.jsonl records (one per text x metric); empty when the file is absent."""
+    figures: dict[str, Any] = field(default_factory=dict)
+    """Figures written next to the report (harness.report.figures.FigureRef by key:
+    ``forest``, ``dist:<scorer>``, ``dose:<group>``); empty when rendering without files."""
 
     @property
     def name(self) -> str:
@@ -37,6 +46,15 @@ class RunData:
     @property
     def comparisons(self) -> list[dict[str, Any]]:
         return list(self.analysis.get("comparisons", []))
+
+    @cached_property
+    def score_table(self) -> dict[tuple[str, str], dict[str, dict[tuple[str, int], float]]]:
+        """The scores as (scorer, metric) -> condition -> (prompt_id, seed) -> value (NaN
+        for null), restricted to the analysed conditions (harness.analysis.score_table)."""
+        from harness.analysis import score_table
+
+        keep = set(self.analysis.get("conditions") or [])
+        return score_table(r for r in self.scores if not keep or r.get("condition") in keep)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -51,12 +69,14 @@ def load_run(run_dir: Path) -> RunData:
         )
     gens_path = run_dir / "generations.jsonl"
     gens = JsonlStore(gens_path).read() if gens_path.exists() else []
+    scores_path = run_dir / "scores.jsonl"
     return RunData(
         run_dir,
         analysis,
         _read_json(run_dir / "spec.json"),
         _read_json(run_dir / "manifest.json"),
         gens,
+        scores=JsonlStore(scores_path).read() if scores_path.exists() else [],
     )
 
 
@@ -68,13 +88,15 @@ def fmt(value: Any, digits: int = 2) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
+        if not math.isfinite(value):
+            return "n/a"
         text = f"{value:.{digits}f}"
         return text[1:] if text.startswith("-") and float(text) == 0 else text
     return str(value)
 
 
 def fmt_p(value: float | None) -> str:
-    if value is None:
+    if value is None or not math.isfinite(value):
         return "n/a"
     return "<0.001" if value < 0.001 else f"{value:.3f}"
 
@@ -93,6 +115,38 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def figure_md(ref: Any) -> str:
+    """A figure linked in place (``ref``: harness.report.figures.FigureRef), with the notes on
+    what it leaves out; a figure that could not be drawn is named with the reason."""
+    lines = [f"![{ref.title}]({ref.path})" if ref.path else f"*{ref.title}: not drawn.*"]
+    if ref.notes:
+        lines += ["", "Not drawn or left out: " + "; ".join(ref.notes) + "."]
+    return "\n".join(lines)
+
+
+def by_scorer(
+    run: RunData,
+    comps: Sequence[Mapping[str, Any]],
+    header: Sequence[str],
+    rows: Callable[[Sequence[Mapping[str, Any]]], list[list[str]]],
+    after: Callable[[str], str] | None = None,
+) -> list[str]:
+    """One table for a single scorer; with several, one ``### scorer`` table each (so a
+    report with many metrics stays readable). ``after(scorer)`` adds text below a table."""
+    scorers = list(dict.fromkeys(str(c["scorer"]) for c in comps))
+    if len(scorers) <= 1:
+        out = [table(header, rows(comps))]
+        extra = after(scorers[0]) if after and scorers else ""
+        return out + (["", extra] if extra else [])
+    out = []
+    for s in scorers:
+        out += ["", f"### {s}", "", table(header, rows([c for c in comps if c["scorer"] == s]))]
+        extra = after(s) if after else ""
+        if extra:
+            out += ["", extra]
+    return out[1:]
 
 
 def section_header(run: RunData) -> str:
@@ -177,51 +231,56 @@ def section_results(run: RunData) -> str:
         "steered",
         "Δ",
         "d [95% CI]",
-        "g",
         "d_z",
         "p paired t",
-        "p Welch",
         "p Holm",
     ]
-    rows = []
-    for c in comps:
-        d = fmt(c.get("cohens_d"))
-        if c.get("d_ci_low") is not None:
-            d += f" [{fmt(c['d_ci_low'])}, {fmt(c['d_ci_high'])}]"
-        rows.append(
-            [
-                c["scorer"],
-                c["metric"],
-                f"`{c['condition']}`",
-                str(c["n"]),
-                fmt(c.get("mean_baseline")),
-                fmt(c.get("mean_steered")),
-                fmt(c.get("delta")),
-                d,
-                fmt(c.get("hedges_g")),
-                fmt(c.get("d_z")),
-                fmt_p(c.get("p_paired_t")),
-                fmt_p(c.get("p_welch")),
-                fmt_p(c.get("p_holm")),
-            ]
+
+    def rows(cs: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+        out = []
+        for c in cs:
+            d = fmt(c.get("cohens_d"))
+            if c.get("d_ci_low") is not None and c.get("d_ci_high") is not None:
+                d += f" [{fmt(c['d_ci_low'])}, {fmt(c['d_ci_high'])}]"
+            out.append(
+                [
+                    str(c["scorer"]),
+                    str(c["metric"]),
+                    f"`{c['condition']}`",
+                    str(c["n"]),
+                    fmt(c.get("mean_baseline")),
+                    fmt(c.get("mean_steered")),
+                    fmt(c.get("delta")),
+                    d,
+                    fmt(c.get("d_z")),
+                    fmt_p(c.get("p_paired_t")),
+                    fmt_p(c.get("p_holm")),
+                ]
+            )
+        return out
+
+    def dist(scorer: str) -> str:
+        ref = run.figures.get(f"dist:{scorer}")
+        if ref is None:
+            return ""
+        return (
+            f"Score distributions ({scorer}): one panel per metric; box = quartiles, "
+            "whiskers to 1.5 IQR, diamond = mean, dots = texts.\n\n" + figure_md(ref)
         )
+
     parts = [
         "## Results",
         "",
         f"Each row compares a condition with `{run.analysis.get('baseline')}` on complete "
         "(prompt, seed) pairs. d: Cohen's d with pooled SD and a noncentral-t 95% interval; "
-        "g: Hedges' g; d_z: mean paired difference over its SD; p Holm: paired-t p adjusted "
-        "over every row of this table. Definitions and references: `harness/stats/__init__.py`.",
-        "",
-        table(header, rows),
+        "d_z: mean paired difference over its SD; p Holm: paired-t p adjusted over every "
+        "comparison of the run. Definitions and references: `harness/stats/__init__.py`; "
+        "other estimators of the same effect under Robustness.",
     ]
-    verdicts = [c for c in comps if c.get("verdict")]
-    if verdicts:
-        parts += ["", "Verdicts:", ""]
-        parts += [
-            f"- **{c['condition']}** · {c['scorer']}/{c['metric']}: {c['verdict']}"
-            for c in verdicts
-        ]
+    forests = [k for k in run.figures if k == "forest" or k.startswith("forest:")]
+    for k in forests:
+        parts += ["", figure_md(run.figures[k])]
+    parts += ["", *by_scorer(run, comps, header, rows, dist)]
     return "\n".join(parts)
 
 
@@ -391,11 +450,32 @@ def section_manifest(run: RunData) -> str:
 
 Section = Callable[[RunData], str]
 
+# Section modules that import RunData, fmt, table ... from this module at their top are
+# imported here, after those definitions (harness/report/__init__.py imports this module
+# first, so either import order works).
+from harness.report.search import section_search, section_steerability  # noqa: E402
+from harness.report.sections import (  # noqa: E402
+    section_dose_response,
+    section_power,
+    section_robustness,
+    section_summary,
+    section_verdicts,
+)
+
 SECTIONS: list[Section] = [
     section_header,
+    section_summary,
     section_setup,
     section_results,
+    section_coherence,
+    section_verdicts,
+    section_power,
+    section_robustness,
+    section_dose_response,
+    section_steerability,
+    section_search,
     section_seeds,
+    section_agreement,
     section_samples,
     section_notes,
     section_manifest,
@@ -408,8 +488,14 @@ def render(run: RunData, sections: Sequence[Section] = SECTIONS) -> str:
 
 
 def write_report(run_dir: Path, out_path: Path) -> Path:
+    """Render the report to ``out_path`` and its figures to the folder of the same name
+    next to it (``reports/demo.md`` -> ``reports/demo/forest.png``, linked relatively)."""
+    from harness.report.figures import asset_dir, make_figures
+
     run = load_run(run_dir)
     run.report_path = out_path
+    folder = asset_dir(out_path)
+    run.figures = make_figures(run, folder, folder.name)
     text = render(run)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + ".tmp")

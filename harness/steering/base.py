@@ -9,7 +9,10 @@ condition share one code path:
    adapter). Returns metadata recorded in the run's manifest.
 2. ``transform_messages(messages)`` per prompt (persona prompts, instructions).
 3. ``apply(lm, batch)``: a context manager active while one batch is generated (hooks,
-   weight swaps, logit edits). Leaving it, also on error, must restore the model exactly.
+   weight swaps, adapters). Leaving it, also on error, must restore the model exactly;
+   the harness checks that after every condition (:mod:`harness.steering.restore`).
+4. ``logits_processor(lm, batch)`` (optional): a transformers logits processor that
+   edits next-token scores, applied before sampling.
 
 ``fingerprint()`` says what makes this condition's texts what they are; it enters every
 generation's content id (hash file contents, not paths).
@@ -21,7 +24,7 @@ a spec by dotted path (``package.module:Class``).
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +34,7 @@ from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
     from harness.models import LoadedModel, ModelInfo
+    from harness.steering.sources import LibraryVector
 
 Message = dict[str, str]
 
@@ -48,6 +52,8 @@ class MethodContext:
     """Folder that relative paths in params resolve against (the spec's folder)."""
     cache_dir: Path | None = None
     """Where a method may cache artefacts (e.g. extracted vectors) for resumed runs."""
+    library: Mapping[str, LibraryVector] = field(default_factory=dict)
+    """The spec's named vectors (``[vectors.<name>]``)."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,10 @@ class SteeringMethod(Protocol):
     def apply(self, lm: LoadedModel, batch: BatchInfo) -> Any: ...
 
 
+LogitsProcessor = Any
+"""A callable (input_ids, scores) -> scores, as in transformers' LogitsProcessor."""
+
+
 class BaseMethod:
     """Convenience base: no-op defaults for every hook of the protocol."""
 
@@ -83,7 +93,7 @@ class BaseMethod:
         self.context = context
 
     @classmethod
-    def check(cls, params: MethodParams, info: ModelInfo, base_dir: Path) -> list[str]:
+    def check(cls, params: MethodParams, info: ModelInfo, context: MethodContext) -> list[str]:
         """Problems with these params for this model, found before any work starts."""
         return []
 
@@ -100,9 +110,16 @@ class BaseMethod:
     def apply(self, lm: LoadedModel, batch: BatchInfo) -> Iterator[None]:
         yield
 
+    def logits_processor(self, lm: LoadedModel, batch: BatchInfo) -> LogitsProcessor | None:
+        return None
+
 
 class NoSteering(BaseMethod):
     """The baseline: the model as it is. Runs through the same code path as every method."""
+
+    def additions(self) -> dict[int, Any]:
+        """Nothing added anywhere: the baseline can share a batch with additive conditions."""
+        return {}
 
 
 def is_method_class(obj: object) -> bool:

@@ -83,6 +83,31 @@ def add_vector(vector: torch.Tensor, coefficient: float) -> EditFn:
     return fn
 
 
+def add_rows(vectors: torch.Tensor) -> EditFn:
+    """Edit: row r gets h + vectors[r] at the masked positions (one vector per batch row)."""
+
+    def fn(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        v = vectors.to(device=hidden.device, dtype=hidden.dtype)
+        return hidden + mask.to(hidden.dtype)[None, :, None] * v[:, None, :]
+
+    return fn
+
+
+def ablate_direction(direction: torch.Tensor, coefficient: float = 1.0) -> EditFn:
+    """Edit: h - coefficient * (h . u) u with u = direction / |direction|.
+
+    coefficient = 1 projects the direction out entirely (directional ablation, as in Arditi
+    et al. 2024, "Refusal in Language Models Is Mediated by a Single Direction")."""
+    unit = direction / direction.norm()
+
+    def fn(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        u = unit.to(device=hidden.device, dtype=hidden.dtype)
+        proj = (hidden @ u)[..., None] * u
+        return hidden - coefficient * mask.to(hidden.dtype)[None, :, None] * proj
+
+    return fn
+
+
 @contextmanager
 def capture_residual(
     layers: nn.ModuleList, indices: list[int]

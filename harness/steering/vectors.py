@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 Aggregate = Literal["last", "mean"]
 PairTemplate = Literal["raw", "chat"]
+Extraction = Literal["mean_difference", "pca"]
 
 # The user turn placed before each pair statement when pairs are rendered as assistant
 # replies: constant across positive and negative, so it cancels in the difference.
@@ -165,6 +166,24 @@ def hidden_states(
     return {i: torch.cat(v) for i, v in out.items()}
 
 
+def first_principal_direction(diffs: torch.Tensor) -> torch.Tensor:
+    """First principal direction of pair differences, scaled like a mean difference.
+
+    The direction is the first right singular vector of the uncentred difference matrix,
+    which is what PCA finds when the pairs' order is randomly flipped before centring (the
+    recipe of Zou et al. 2023, "Representation Engineering"): flipping signs does not
+    change sum((d.u)^2). Its sign is set to agree with the mean difference, and its length
+    to the mean projection of the differences on it, so that coefficients are comparable
+    with a mean-difference vector's."""
+    d = diffs.double()
+    _, _, vh = torch.linalg.svd(d, full_matrices=False)
+    u = vh[0]
+    proj = d @ u
+    if float(proj.mean()) < 0:
+        u, proj = -u, -proj
+    return (u * proj.mean()).float()
+
+
 def extract_mean_difference(
     lm: LoadedModel,
     pairs: Sequence[ContrastPair],
@@ -173,18 +192,22 @@ def extract_mean_difference(
     template: PairTemplate = "raw",
     batch_size: int = 16,
     source: str = "",
+    method: Extraction = "mean_difference",
 ) -> SteeringVector:
-    """mean(h(positive)) - mean(h(negative)) per layer."""
+    """Per layer: mean(h(positive) - h(negative)), or its first principal direction."""
     pos = [render_pair_text(lm, p.positive, template) for p in pairs]
     neg = [render_pair_text(lm, p.negative, template) for p in pairs]
     # A rendered chat template already holds its special tokens.
     special = template == "raw" or not lm.use_chat_template
     hp = hidden_states(lm, pos, layers, aggregate, batch_size, special)
     hn = hidden_states(lm, neg, layers, aggregate, batch_size, special)
-    directions = {i: (hp[i] - hn[i]).mean(0) for i in layers}
+    if method == "pca":
+        directions = {i: first_principal_direction(hp[i] - hn[i]) for i in layers}
+    else:
+        directions = {i: (hp[i] - hn[i]).mean(0) for i in layers}
     meta = {
         "model": lm.spec.id,
-        "method": "mean_difference",
+        "method": method,
         "aggregate": aggregate,
         "template": template,
         "pairs": source,
@@ -194,3 +217,37 @@ def extract_mean_difference(
         "created": utc_now(),
     }
     return SteeringVector(directions, meta)
+
+
+@torch.no_grad()
+def typical_norms(
+    lm: LoadedModel, texts: Sequence[str], layers: Sequence[int], batch_size: int = 16
+) -> dict[int, float]:
+    """Mean L2 norm of each layer's output over the tokens of ``texts``, rendered as user
+    prompts the way generation renders them, leaving out each text's first position.
+
+    The first position of small Llama-style models is an attention sink whose hidden state
+    can be a thousand times larger than the others'; counting it would inflate the norm,
+    and with it every norm-relative coefficient, several-fold."""
+    from harness.generate import build_messages, render
+
+    rendered = [render(lm, build_messages(t, lm.spec.system_prompt)) for t in texts]
+    total = dict.fromkeys(layers, 0.0)
+    count = 0
+    for start in range(0, len(rendered), batch_size):
+        chunk = rendered[start : start + batch_size]
+        enc = lm.tokenizer(
+            chunk, return_tensors="pt", padding=True, add_special_tokens=not lm.use_chat_template
+        )
+        enc = {k: v.to(lm.device) for k, v in enc.items()}
+        keep = enc["attention_mask"].bool().clone()
+        first = keep.float().argmax(dim=1)  # left padding: the first real token of each row
+        keep[torch.arange(keep.shape[0]), first] = False
+        with capture_residual(lm.layers, list(layers)) as captured:
+            lm.model(**enc, use_cache=False)
+        for i in layers:
+            total[i] += float(captured[i].float().norm(dim=-1)[keep].sum())
+        count += int(keep.sum())
+    if count == 0:
+        raise ValueError("no tokens to measure typical norms on (texts of one token only?)")
+    return {i: total[i] / count for i in layers}

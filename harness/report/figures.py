@@ -1,0 +1,207 @@
+"""Write a report's PNG figures next to it and tell the sections where they are.
+
+For a report ``reports/demo.md`` the figures go to ``reports/demo/`` and are linked as
+``demo/forest.png``, so the report renders on GitHub and moves with its folder:
+
+- ``forest.png``: d with 95% CI for every condition × scorer × metric, per-seed d's as
+  dots (``forest-<scorer>.png``, one per scorer, when there are more than
+  :data:`MAX_FOREST_ROWS` comparisons);
+- ``dist-<scorer>.png``: score distributions per condition, one small panel per metric
+  (at most :data:`MAX_PANELS`; targets and coherence first, then by |d|);
+- ``dose-<group>.png``: for each sweep group, the trait deltas and coherence delta
+  against the coefficient.
+
+Figures this module wrote before and no longer makes are removed; other files in the
+folder are left alone. A figure that fails to draw becomes a note in the report, never an
+exception (its error is logged).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from harness.report import plots
+from harness.report.focus import (
+    condition_infos,
+    dose_plans,
+    is_coherence,
+    is_target,
+    metric_order,
+)
+
+if TYPE_CHECKING:
+    from harness.report.markdown import RunData
+
+log = logging.getLogger(__name__)
+
+__all__ = ["MAX_FOREST_ROWS", "MAX_PANELS", "FigureRef", "asset_dir", "make_figures", "slug"]
+
+MAX_FOREST_ROWS = 48
+MAX_PANELS = 12
+OWN_PATTERNS = ("forest.png", "forest-*.png", "dist-*.png", "dose-*.png")
+
+
+@dataclass
+class FigureRef:
+    """A figure as the report links it."""
+
+    path: str | None
+    """Link relative to the report (posix), None when it could not be drawn."""
+    title: str
+    notes: list[str] = field(default_factory=list)
+    """What the figure leaves out and why."""
+
+
+def asset_dir(report_path: Path) -> Path:
+    """``reports/demo.md`` -> ``reports/demo``."""
+    return report_path.with_name(report_path.stem)
+
+
+def slug(name: str) -> str:
+    """A file-name-safe version of a scorer or group name (a hash suffix when altered)."""
+    clean = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "x"
+    if clean != name:
+        clean += "-" + hashlib.sha1(name.encode()).hexdigest()[:6]
+    return clean
+
+
+def _draw(
+    out: dict[str, FigureRef],
+    key: str,
+    folder: Path,
+    link: str,
+    filename: str,
+    title: str,
+    notes: list[str],
+    make: Any,
+) -> None:
+    try:
+        fig, _ = make()
+        plots.save_figure(fig, folder / filename)
+        out[key] = FigureRef(f"{link}/{filename}", title, notes)
+    except Exception as exc:  # a broken figure must not cost the whole report
+        log.warning("figure %s could not be drawn: %s", filename, exc, exc_info=True)
+        out[key] = FigureRef(None, title, [*notes, f"figure not drawn: {exc}"])
+
+
+def make_figures(run: RunData, folder: Path, link: str) -> dict[str, FigureRef]:
+    """Draw every figure of ``run`` into ``folder``; ``link`` is the folder as seen from
+    the report. Keys: ``forest`` or ``forest:<scorer>``, ``dist:<scorer>``,
+    ``dose:<group>``."""
+    out: dict[str, FigureRef] = {}
+    comps = run.comparisons
+    scorers = list(dict.fromkeys(str(c["scorer"]) for c in comps))
+    written: set[str] = set()
+
+    def draw(key: str, filename: str, title: str, notes: list[str], make: Any) -> None:
+        written.add(filename)
+        _draw(out, key, folder, link, filename, title, notes, make)
+
+    # forest
+    if comps:
+        if len(comps) <= MAX_FOREST_ROWS:
+            rows = plots.forest_rows(comps)
+            draw(
+                "forest",
+                "forest.png",
+                "Effect sizes (Cohen's d, 95% CI) with per-seed d's",
+                _forest_notes(rows),
+                lambda rows=rows: plots.forest_figure(rows, f"{run.name}: d vs. baseline"),
+            )
+        else:
+            for s in scorers:
+                rows = plots.forest_rows(c for c in comps if c["scorer"] == s)
+                draw(
+                    f"forest:{s}",
+                    f"forest-{slug(s)}.png",
+                    f"Effect sizes for {s} (Cohen's d, 95% CI) with per-seed d's",
+                    _forest_notes(rows),
+                    lambda rows=rows, s=s: plots.forest_figure(rows, f"{run.name}: {s}"),
+                )
+
+    # distributions, one figure per scorer
+    baseline = str(run.analysis.get("baseline", "baseline"))
+    compared = {str(c["condition"]) for c in comps}
+    conditions = [baseline] + [
+        c for c in run.analysis.get("conditions", []) if c != baseline and c in compared
+    ]
+    table = run.score_table
+    infos = condition_infos(run)
+    for s in scorers:
+        metrics = metric_order(comps, s)
+        if not any((s, m) in table for m in metrics):
+            continue
+        notes: list[str] = []
+        if len(metrics) > MAX_PANELS:
+            metrics, dropped = _pick_metrics(run, comps, s, metrics, infos)
+            notes.append(
+                f"{len(dropped)} metric(s) not shown (smallest effects): " + ", ".join(dropped)
+            )
+        panels = plots.distribution_panels(table, s, metrics, conditions)
+        notes += [f"{p.metric}: {p.note}" for p in panels if p.note]
+        draw(
+            f"dist:{s}",
+            f"dist-{slug(s)}.png",
+            f"Score distributions, {s}",
+            notes,
+            lambda panels=panels, s=s: plots.distribution_figure(panels, f"{run.name}: {s}"),
+        )
+
+    # dose-response per sweep group
+    for plan in dose_plans(run):
+        if not plan.points:
+            continue
+        traits = [plots.dose_series(comps, plan.points, sc, m) for sc, m in plan.traits]
+        coh = plots.dose_series(comps, plan.points, *plan.coherence) if plan.coherence else None
+        notes = list(plan.notes)
+        for series in [*traits, *([coh] if coh else [])]:
+            for sr in series:
+                notes += [f"{sr.label}: {why}" for why in sr.skipped]
+        if not plan.coherence:
+            notes.append("no coherence metric (a `coherence` metric or a fluency scorer)")
+        draw(
+            f"dose:{plan.group}",
+            f"dose-{slug(plan.group)}.png",
+            f"Dose–response, {plan.group}",
+            notes,
+            lambda plan=plan, traits=traits, coh=coh: plots.dose_figure(plan.group, traits, coh),
+        )
+
+    _remove_stale(folder, written)
+    return out
+
+
+def _forest_notes(rows: list[plots.ForestRow]) -> list[str]:
+    return [f"`{r.label}` · {r.group}: {r.note}" for r in rows if r.note]
+
+
+def _pick_metrics(
+    run: RunData, comps: list[dict[str, Any]], scorer: str, metrics: list[str], infos: Any
+) -> tuple[list[str], list[str]]:
+    """At most MAX_PANELS metrics: targets and coherence first, then by largest |d|."""
+    score: dict[str, tuple[int, float]] = {m: (1, 0.0) for m in metrics}
+    for c in comps:
+        if c["scorer"] != scorer:
+            continue
+        m = str(c["metric"])
+        first = 0 if is_target(run, c, infos) or is_coherence(run, scorer, m) else 1
+        d = plots.finite(c.get("cohens_d"))
+        old = score[m]
+        score[m] = (min(old[0], first), max(old[1], abs(d) if d is not None else 0.0))
+    ranked = sorted(metrics, key=lambda m: (score[m][0], -score[m][1]))
+    keep = set(ranked[:MAX_PANELS])
+    return [m for m in metrics if m in keep], [m for m in metrics if m not in keep]
+
+
+def _remove_stale(folder: Path, written: set[str]) -> None:
+    if not folder.is_dir():
+        return
+    for pattern in OWN_PATTERNS:
+        for f in folder.glob(pattern):
+            if f.name not in written and f.is_file():
+                f.unlink()

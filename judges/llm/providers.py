@@ -1,0 +1,293 @@
+"""Remote judges: OpenAI-compatible chat completions and the Anthropic messages API.
+
+Why one small class per API: the scorer only needs two questions answered (the top
+logprobs of a one-token answer, or one sampled answer), and each API phrases them and its
+failures differently. Providers translate both into plain data and
+:class:`~judges.llm.retry.JudgeCallError`, so the scorer, the retry loop and the cache
+never see an SDK type.
+
+The SDKs' own retries are switched off (``max_retries=0``): retries are ours, so that they
+are counted, honour Retry-After the same way for every provider, and stay within the
+concurrency bound. Responses are parsed from plain dicts, defensively: a body that is not
+JSON or lacks the expected fields is a final "malformed response" failure, not a crash.
+
+API keys are read from the environment by the scorer and given to the SDK client only;
+every error text that leaves a provider passes through :func:`redact`, because servers
+echo keys in authentication errors.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
+
+from judges.llm.retry import FATAL_STATUS, RETRY_STATUS, JudgeCallError, parse_retry_after
+
+SECRET_PATTERNS = (
+    re.compile(r"sk-[A-Za-z0-9_\-*]{6,}"),
+    re.compile(r"(?i)bearer\s+[A-Za-z0-9_\-.=*]+"),
+    re.compile(r"(?i)(api[_-]?key[\"'\s:=]+)[A-Za-z0-9_\-.*]{6,}"),
+)
+MAX_ERROR_CHARS = 300
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """The text with the given secret values and key-like strings replaced."""
+    for s in secrets:
+        if s and len(s) >= 4:
+            text = text.replace(s, "[redacted]")
+    for pattern in SECRET_PATTERNS:
+        text = pattern.sub(
+            lambda m: (m.group(1) if m.re.groups else "") + "[redacted]",
+            text,
+        )
+    return text
+
+
+def short(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class Provider(Protocol):
+    """What the scorer asks of a judge backend."""
+
+    name: str
+    model: str
+    supports_logprobs: bool
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What, besides the model name, decides the judge's answers (part of cache keys)."""
+        ...
+
+    async def top_logprobs(self, prompt: str, decoding: Mapping[str, Any]) -> list[list[Any]]:
+        """``[[token, logprob], ...]`` for the first output token."""
+        ...
+
+    async def sample(self, prompt: str, decoding: Mapping[str, Any]) -> str:
+        """One sampled answer's text."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def _has_class(exc: BaseException, name: str) -> bool:
+    return any(c.__name__ == name for c in type(exc).__mro__)
+
+
+def translate_error(exc: BaseException, secrets: Iterable[str]) -> JudgeCallError:
+    """An SDK (or transport) exception as a JudgeCallError with the retry decision."""
+    if isinstance(exc, JudgeCallError):
+        return exc
+    status = getattr(exc, "status_code", None)
+    message = redact(short(getattr(exc, "message", None) or str(exc)), secrets)
+    if isinstance(status, int):
+        headers = getattr(getattr(exc, "response", None), "headers", None)
+        retry_after = parse_retry_after(headers)
+        retryable = status in RETRY_STATUS or status >= 500
+        return JudgeCallError(
+            f"HTTP {status}: {message}",
+            retryable=retryable,
+            retry_after=retry_after,
+            status=status,
+            fatal=status in FATAL_STATUS,
+        )
+    if _has_class(exc, "APITimeoutError") or isinstance(exc, TimeoutError):
+        return JudgeCallError("timeout: no answer within the time limit", retryable=True)
+    if _has_class(exc, "APIConnectionError"):
+        cause = exc.__cause__ or exc.__context__
+        detail = redact(short(str(cause)), secrets) if cause else message
+        return JudgeCallError(f"connection error: {detail}", retryable=True)
+    return JudgeCallError(f"{type(exc).__name__}: {message}")
+
+
+def as_data(response: Any) -> Any:
+    """An SDK response as plain JSON data (a str when the body was not JSON)."""
+    dump = getattr(response, "model_dump", None)
+    if callable(dump):
+        try:
+            return dump(mode="json", warnings=False)
+        except Exception:  # a lenient model holding values of the wrong type
+            return dump(mode="python", warnings=False)
+    return response
+
+
+def malformed(data: Any, what: str) -> JudgeCallError:
+    body = data if isinstance(data, str) else repr(data)
+    return JudgeCallError(f"malformed response: {what} (body: {short(body, 120)!r})")
+
+
+def parse_chat_top_logprobs(data: Any) -> list[list[Any]]:
+    """``choices[0].logprobs.content[0].top_logprobs`` as ``[[token, logprob], ...]``."""
+    if not isinstance(data, dict):
+        raise malformed(data, "not a JSON object")
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise malformed(data, "no choices")
+    logprobs = choices[0].get("logprobs")
+    content = logprobs.get("content") if isinstance(logprobs, dict) else None
+    if not isinstance(content, list) or not content or not isinstance(content[0], dict):
+        raise malformed(data, "no logprobs (does the server support logprobs?)")
+    top = content[0].get("top_logprobs")
+    if not isinstance(top, list) or not top:
+        raise malformed(data, "no top_logprobs (does the server support top_logprobs?)")
+    out: list[list[Any]] = []
+    for entry in top:
+        if not isinstance(entry, dict):
+            raise malformed(data, "top_logprobs entry is not an object")
+        token, logprob = entry.get("token"), entry.get("logprob")
+        if not isinstance(token, str) or not isinstance(logprob, int | float):
+            raise malformed(data, "top_logprobs entry without token or logprob")
+        out.append([token, float(logprob)])
+    return out
+
+
+def parse_chat_text(data: Any) -> str:
+    """``choices[0].message.content``."""
+    if not isinstance(data, dict):
+        raise malformed(data, "not a JSON object")
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise malformed(data, "no choices")
+    message = choices[0].get("message")
+    content = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(content, str):
+        raise malformed(data, "no message content")
+    return content
+
+
+def parse_anthropic_text(data: Any) -> str:
+    """The concatenated text blocks of a Messages API response."""
+    if not isinstance(data, dict):
+        raise malformed(data, "not a JSON object")
+    content = data.get("content")
+    if not isinstance(content, list):
+        raise malformed(data, "no content")
+    texts = [
+        b["text"]
+        for b in content
+        if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str)
+    ]
+    if not texts:
+        raise malformed(data, "no text block in content")
+    return "".join(texts)
+
+
+class OpenAIProvider:
+    """Any OpenAI-compatible chat-completions server: OpenAI, vLLM, llama.cpp, ollama, ..."""
+
+    name = "openai"
+    supports_logprobs = True
+    default_base_url = "https://api.openai.com/v1"
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        api_key: str,
+        base_url: str | None,
+        timeout: float,
+        extra_body: Mapping[str, Any],
+    ):
+        import openai
+
+        self.model = model
+        self.base_url = base_url or self.default_base_url
+        self._secrets = (api_key,)
+        self._extra = dict(extra_body) or None
+        self._client = openai.AsyncOpenAI(
+            api_key=api_key, base_url=self.base_url, max_retries=0, timeout=timeout
+        )
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        return {"provider": self.name, "base_url": self.base_url}
+
+    async def top_logprobs(self, prompt: str, decoding: Mapping[str, Any]) -> list[list[Any]]:
+        try:
+            response = await self._client.chat.completions.create(
+                model=self.model,
+                messages=[{"role": "user", "content": prompt}],
+                max_tokens=int(decoding["max_tokens"]),
+                temperature=float(decoding["temperature"]),
+                logprobs=True,
+                top_logprobs=int(decoding["top_logprobs"]),
+                extra_body=self._extra,
+            )
+        except Exception as exc:
+            raise translate_error(exc, self._secrets) from None
+        return parse_chat_top_logprobs(as_data(response))
+
+    async def sample(self, prompt: str, decoding: Mapping[str, Any]) -> str:
+        kwargs: dict[str, Any] = {}
+        if decoding.get("temperature") is not None:
+            kwargs["temperature"] = float(decoding["temperature"])
+        try:
+            response = await self._client.chat.completions.create(
+                model=self.model,
+                messages=[{"role": "user", "content": prompt}],
+                max_tokens=int(decoding["max_tokens"]),
+                extra_body=self._extra,
+                **kwargs,
+            )
+        except Exception as exc:
+            raise translate_error(exc, self._secrets) from None
+        return parse_chat_text(as_data(response))
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+class AnthropicProvider:
+    """The Anthropic Messages API: no logprobs, so sample mode only."""
+
+    name = "anthropic"
+    supports_logprobs = False
+    default_base_url = "https://api.anthropic.com"
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        api_key: str,
+        base_url: str | None,
+        timeout: float,
+        extra_body: Mapping[str, Any],
+    ):
+        import anthropic
+
+        self.model = model
+        self.base_url = base_url or self.default_base_url
+        self._secrets = (api_key,)
+        self._extra = dict(extra_body)
+        self._client = anthropic.AsyncAnthropic(
+            api_key=api_key, base_url=self.base_url, max_retries=0, timeout=timeout
+        )
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        return {"provider": self.name, "base_url": self.base_url}
+
+    async def top_logprobs(self, prompt: str, decoding: Mapping[str, Any]) -> list[list[Any]]:
+        raise JudgeCallError("the Anthropic API gives no logprobs; use mode = 'sample'")
+
+    async def sample(self, prompt: str, decoding: Mapping[str, Any]) -> str:
+        extra = dict(self._extra)
+        if decoding.get("temperature") is not None:
+            # Not a keyword of this SDK version's create(); the API still reads it.
+            extra.setdefault("temperature", float(decoding["temperature"]))
+        try:
+            response = await self._client.messages.create(
+                model=self.model,
+                max_tokens=int(decoding["max_tokens"]),
+                messages=[{"role": "user", "content": prompt}],
+                extra_body=extra or None,
+            )
+        except Exception as exc:
+            raise translate_error(exc, self._secrets) from None
+        return parse_anthropic_text(as_data(response))
+
+    async def aclose(self) -> None:
+        await self._client.close()

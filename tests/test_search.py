@@ -1,0 +1,148 @@
+"""The coherence-guarded coefficient search: its rule, its split, its resumability."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from harness.plan import build_plan, split_prompts
+from harness.prompt_sets import Prompt
+from harness.records import JsonlStore
+from harness.runner import open_plan, run_stages
+from harness.search import guard_passes, next_coefficient
+from harness.spec import Guard, SpecError, load_spec
+
+SEARCH = """
+[conditions.search]
+layers = [0, 1]
+start = 0.5
+factor = 2.0
+steps = 3
+trait = "lexicon/fear"
+guards = [{ metric = "fluency/repetition", max = 0.5 }]
+"""
+
+
+def test_next_coefficient_multiplies_divides_then_bisects():
+    c, lo, hi = next_coefficient(1.0, True, None, None, 2.0)
+    assert (c, lo, hi) == (2.0, 1.0, None)
+    c, lo, hi = next_coefficient(2.0, False, lo, hi, 2.0)
+    assert (c, lo, hi) == (pytest.approx(math.sqrt(2.0)), 1.0, 2.0)
+    c, lo, hi = next_coefficient(1.0, False, None, None, 2.0)
+    assert (c, lo, hi) == (0.5, None, 1.0)
+
+
+def test_guards_absolute_and_relative_to_baseline():
+    assert guard_passes(Guard(metric="j/coherence", min=50), 60, None)
+    assert not guard_passes(Guard(metric="j/coherence", min=50), 40, None)
+    assert guard_passes(Guard(metric="f/perplexity", max_ratio=1.5), 14.0, 10.0)
+    assert not guard_passes(Guard(metric="f/perplexity", max_ratio=1.5), 16.0, 10.0)
+    assert not guard_passes(Guard(metric="f/perplexity", max_ratio=1.5), None, 10.0)
+    with pytest.raises(ValueError, match="exactly one"):
+        Guard(metric="f/perplexity", max=2, max_ratio=1.5)
+
+
+def test_split_is_deterministic_and_disjoint():
+    prompts = [Prompt(f"p{i}", f"text {i}") for i in range(10)]
+    sel, held = split_prompts(prompts, 0.3)
+    assert len(sel) == 3 and len(held) == 7
+    assert {p.id for p in sel} | {p.id for p in held} == {p.id for p in prompts}
+    assert split_prompts(prompts[::-1], 0.3)[0] == sel[::-1]
+
+
+def _search_spec(make_spec) -> Path:
+    path = make_spec(n_prompts=6, seeds="[0, 1]", max_new_tokens=6)
+    text = path.read_text() + '\n[[scorers]]\ntype = "fluency"\n'
+    text = text.replace(
+        '[[conditions]]\nname = "persona"', SEARCH.strip() + '\n\n[[conditions]]\nname = "persona"'
+    )
+    path.write_text(text)
+    return path
+
+
+def test_search_refers_to_scorers_of_the_spec(make_spec):
+    path = _search_spec(make_spec)
+    path.write_text(path.read_text().replace('trait = "lexicon/fear"', 'trait = "lexicn/fear"'))
+    with pytest.raises(SpecError, match="scorer 'lexicn'.*did you mean 'lexicon'"):
+        load_spec(path)
+
+
+def test_search_chooses_on_selection_and_reports_on_held_out(make_spec, tmp_path: Path):
+    path = _search_spec(make_spec)
+    plan, source = open_plan(path)
+    assert [c.name for c in plan.pending_searches] == ["act"]
+    assert "act" not in [c.name for c in plan.conditions]
+    assert len(plan.selection_prompts) == 3 and len(plan.prompts) == 3
+    plan.spec.report.path = str(tmp_path / "r.md")
+    summary = run_stages(plan, source)
+
+    result = json.loads((tmp_path / "run" / "search" / "act.json").read_text())
+    traj = result["trajectory"]
+    assert [(t["layer"], t["step"]) for t in traj] == [
+        (0, 0),
+        (0, 1),
+        (0, 2),
+        (1, 0),
+        (1, 1),
+        (1, 2),
+    ]
+    for layer in (0, 1):  # the coefficients follow the rule, given each point's validity
+        pts = [t for t in traj if t["layer"] == layer]
+        c, lo, hi = 0.5, None, None
+        for t in pts:
+            assert t["coefficient"] == pytest.approx(c)
+            c, lo, hi = next_coefficient(c, t["valid"], lo, hi, 2.0)
+    for t in traj:
+        rep = t["guards"]["fluency/repetition"]
+        assert t["valid"] == (
+            t["trait_delta"] is not None and rep["value"] is not None and rep["value"] <= 0.5
+        )
+    valid = [t for t in traj if t["valid"]]
+    assert valid, "the tiny model should pass a loose repetition guard somewhere"
+    best = max(valid, key=lambda t: t["trait_delta"])
+    assert result["chosen"] == {
+        "layer": best["layer"],
+        "coefficient": best["coefficient"],
+        "trait_delta": best["trait_delta"],
+    }
+    assert summary.searches["act"] == result["chosen"]
+    assert set(result["selection_prompts"]) == {p.id for p in plan.selection_prompts}
+
+    # the chosen point is generated on held-out prompts only, as is every condition
+    gens = JsonlStore(tmp_path / "run" / "generations.jsonl").read()
+    held = {p.id for p in plan.prompts}
+    assert {g["prompt_id"] for g in gens} == held
+    assert {g["condition"] for g in gens} == {"baseline", "act", "persona"}
+    analysis = json.loads((tmp_path / "run" / "analysis.json").read_text())
+    assert analysis["condition_info"]["act"]["search"]["chosen"]["layer"] == best["layer"]
+    fear = next(
+        c for c in analysis["comparisons"] if c["condition"] == "act" and c["metric"] == "fear"
+    )
+    assert fear["n"] == 3 * 2
+    report = (tmp_path / "r.md").read_text()
+    assert "## Coefficient searches" in report
+    assert f"chosen: layer {best['layer']}, coefficient" in report
+    assert report.count("| yes |") + report.count("| no |") >= len(traj)
+
+    # a rerun resumes everything: no new generation anywhere, the same choice
+    search_gens = tmp_path / "run" / "search" / "act" / "generations.jsonl"
+    n_search = len(JsonlStore(search_gens).read())
+    plan2, source2 = open_plan(path)
+    assert plan2.pending_searches == [] and plan2.condition("act").params.layers == [best["layer"]]
+    plan2.spec.report.path = str(tmp_path / "r.md")
+    again = run_stages(plan2, source2)
+    assert again.stages["generate"].done_now == 0
+    assert len(JsonlStore(search_gens).read()) == n_search
+
+
+def test_search_plan_validates_candidate_layers(make_spec):
+    path = _search_spec(make_spec)
+    path.write_text(path.read_text().replace("layers = [0, 1]\nstart", "layers = [0, 9]\nstart"))
+    with pytest.raises(SpecError) as info:
+        build_plan(load_spec(path), str(path))
+    assert any(
+        p.startswith("conditions[0].params.layers: [9] out of range") for p in info.value.problems
+    )
