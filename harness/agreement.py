@@ -17,6 +17,10 @@ under the ``agreement`` key of ``analysis.json``:
 - ``by_condition``: ρ within each condition alone. Pooled ρ can be high only because both
   scorers see a condition shift; the within-condition ρ says whether they also agree
   text by text;
+- ``reading``: "<strength> agreement" when the interval lies above 0, "disagreement"
+  when below, "no detectable agreement" when it includes 0; strength by Cohen's (1988)
+  conventions for a correlation: |ρ| < 0.1 negligible, < 0.3 small, < 0.5 medium, else
+  large;
 - ``krippendorff_alpha``: Krippendorff's alpha with the interval metric δ² = (a - b)²
   (Krippendorff 2011, "Computing Krippendorff's Alpha-Reliability"):
   α = 1 - D_o / D_e, D_o = (1/n) Σ_u Σ_{i≠j in u} δ²(v_ui, v_uj) / (m_u - 1),
@@ -31,7 +35,8 @@ under the ``agreement`` key of ``analysis.json``:
 Nothing here raises or yields NaN on degenerate data: fewer than 3 texts scored by both,
 or constant scores, give a null with a reason.
 
-References: Spearman, C. (1904), Am. J. Psychol. 15, 72-101; Krippendorff, K. (2011),
+References: Spearman, C. (1904), Am. J. Psychol. 15, 72-101; Cohen, J. (1988),
+Statistical Power Analysis for the Behavioral Sciences, 2nd ed.; Krippendorff, K. (2011),
 Computing Krippendorff's Alpha-Reliability, Annenberg School for Communication, U. of
 Pennsylvania; Hayes, A. F. & Krippendorff, K. (2007), Commun. Methods Meas. 1, 77-89;
 Davison, A. C. & Hinkley, D. V. (1997), Bootstrap Methods and their Application.
@@ -258,19 +263,32 @@ def _pair(
             alpha_reason = "no variation in the pooled values: alpha undefined"
     rec["krippendorff_alpha"] = alpha
     rec["alpha_reason"] = alpha_reason
-    rho, lo, hi = rec["spearman"], rec["ci_low"], rec["ci_high"]
-    if rho is None:
-        reading = "undefined"
-    elif lo is None or hi is None:
-        reading = "no interval"
-    elif lo > 0:
-        reading = "agree"
-    elif hi < 0:
-        reading = "disagree"
-    else:
-        reading = "no detectable agreement"
-    rec["reading"] = reading
+    rec["reading"] = reading(rec["spearman"], rec["ci_low"], rec["ci_high"])
     return rec
+
+
+def reading(rho: float | None, lo: float | None, hi: float | None) -> str:
+    """One phrase: the sign by the interval, the strength by Cohen's (1988) conventions for
+    a correlation (|ρ| < 0.1 negligible, < 0.3 small, < 0.5 medium, else large)."""
+    if rho is None:
+        return "undefined"
+    size = abs(rho)
+    strength = (
+        "negligible"
+        if size < 0.1
+        else "small"
+        if size < 0.3
+        else "medium"
+        if size < 0.5
+        else "large"
+    )
+    if lo is None or hi is None:
+        return f"{strength} (no interval)"
+    if lo > 0:
+        return f"{strength} agreement"
+    if hi < 0:
+        return f"disagreement ({strength} negative ρ)"
+    return "no detectable agreement"
 
 
 def _int_option(options: Mapping[str, Any], key: str, default: int) -> int:

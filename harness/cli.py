@@ -369,7 +369,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from harness.analysis import AnalysisError
     from harness.models import ModelLoadError
     from harness.records import StoreError
+    from harness.search import SearchError
     from harness.spec import SpecError
+    from harness.steering.restore import ModelNotRestoredError
 
     try:
         if args.command == "run":
@@ -392,7 +394,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_list()
         if args.command == "validate-scorer":
             return cmd_validate_scorer(args)
-    except (SpecError, ModelLoadError, StoreError, AnalysisError, FileNotFoundError) as exc:
+    except (
+        SpecError,
+        ModelLoadError,
+        StoreError,
+        AnalysisError,
+        SearchError,
+        ModelNotRestoredError,
+        FileNotFoundError,
+    ) as exc:
         return _print_problems(exc)
     except KeyboardInterrupt:
         print(

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.stats import achieved_power, pairs_needed
+from harness.stats import achieved_power, finite_or_none, pairs_needed
 
 __all__ = ["PLANNING_D_Z", "PowerRow", "format_plan", "format_power_rows", "power_rows"]
 
@@ -39,16 +39,6 @@ class PowerRow:
     """Why power or pairs needed is missing."""
 
 
-def _finite(x: Any) -> float | None:
-    if x is None or isinstance(x, bool):
-        return None
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
-
-
 def power_rows(
     comparisons: Iterable[Mapping[str, Any]], power: float = 0.8, alpha: float = 0.05
 ) -> list[PowerRow]:
@@ -56,7 +46,7 @@ def power_rows(
     rows = []
     for c in comparisons:
         n = int(c.get("n") or 0)
-        dz = _finite(c.get("d_z"))
+        dz = finite_or_none(c.get("d_z"))
         pw: float | None = None
         need: int | None = None
         reason: str | None = None

@@ -8,13 +8,12 @@ run and every file order.
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.records import content_id
+from harness.records import content_id, read_jsonl
 from harness.spec import PromptSource
 
 
@@ -35,15 +34,7 @@ def text_id(text: str) -> str:
 def _rows_from_file(path: Path) -> Iterable[tuple[str, Mapping[str, Any]]]:
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
-        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise PromptSetError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
-            if not isinstance(obj, dict):
-                raise PromptSetError(f"{path}:{lineno}: each line must be a JSON object")
+        for lineno, obj in read_jsonl(path, PromptSetError):
             yield f"{path}:{lineno}", obj
     elif suffix in (".csv", ".tsv"):
         with path.open(newline="", encoding="utf-8") as fh:

@@ -151,6 +151,23 @@ class JsonlStore:
         return n
 
 
+def read_jsonl(
+    path: Path, error: type[Exception] = ValueError
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line of a data file (prompts, pairs, gold
+    labels); a line that is not a JSON object raises ``error`` naming the file and line."""
+    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise error(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
+        if not isinstance(obj, dict):
+            raise error(f"{path}:{lineno}: each line must be a JSON object")
+        yield lineno, obj
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Replace a small JSON document atomically (write a temp file, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)

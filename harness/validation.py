@@ -70,7 +70,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from harness.agreement import pearson, spearman
-from harness.records import utc_now
+from harness.records import read_jsonl, utc_now
 from judges.base import ScorerContext, ScoreResult, ScoringItem, check_results
 
 LEVEL = 0.95
@@ -197,14 +197,8 @@ def resolve_data(value: str) -> Path:
 def load_gold(path: Path) -> tuple[str, list[GoldItem]]:
     """(mode, items); mode is 'labels' or 'ratings'. Errors name the file and line."""
     items: list[GoldItem] = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValidationError(f"{path}:{lineno}: invalid JSON ({exc})") from None
-        if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+    for lineno, obj in read_jsonl(path, ValidationError):
+        if not isinstance(obj.get("text"), str):
             raise ValidationError(f"{path}:{lineno}: each line needs a string 'text'")
         label = obj.get("label")
         rating = obj.get("rating")

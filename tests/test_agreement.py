@@ -192,7 +192,8 @@ def test_pairs_rho_by_condition_and_alpha_only_on_one_scale():
     assert q["krippendorff_alpha"] == pytest.approx(
         alpha_by_definition([[x, y] for x, y in zip(a, b, strict=True)])
     )
-    assert q["reading"] == "agree"
+    assert q["ci_low"] > 0 and q["spearman"] >= 0.5
+    assert q["reading"] == "large agreement"
     json.dumps(result, allow_nan=False)
 
 
@@ -212,6 +213,17 @@ def test_rho_interval_is_the_documented_prompt_cluster_bootstrap():
     lo, hi = np.percentile(rhos, [2.5, 97.5])
     assert (p["ci_low"], p["ci_high"]) == pytest.approx((lo, hi), abs=1e-12)
     assert p["boot_resamples"] == 150 and p["boot_dropped"] == 150 - len(rhos)
+
+
+def test_reading_uses_the_interval_sign_and_cohens_conventions():
+    from harness.agreement import reading
+
+    assert reading(0.15, 0.05, 0.24) == "small agreement"
+    assert reading(0.35, 0.2, 0.5) == "medium agreement"
+    assert reading(0.05, -0.02, 0.11) == "no detectable agreement"
+    assert reading(-0.6, -0.8, -0.4) == "disagreement (large negative ρ)"
+    assert reading(0.09, 0.01, 0.2) == "negligible agreement"
+    assert reading(None, None, None) == "undefined"
 
 
 def test_degenerate_data_gives_null_with_reason_never_nan():

@@ -44,7 +44,7 @@ def test_perplexity_matches_brute_force_and_uses_the_shared_model(tiny_lm):
     scorer = FluencyScorer(FluencyParams(), ScorerContext(load_generator=load))
     items = [
         ScoringItem("i am afraid of the dark .", "what will you do ?", "g0", "c"),
-        ScoringItem("the bakery is warm .", "describe your walk to the bakery this morning .", "g1", "c"),
+        ScoringItem("the bakery is warm .", "describe your walk to the bakery .", "g1", "c"),
         ScoringItem("", "what will you do ?", "g2", "c"),
     ]
     rows = scorer.score(items)

@@ -217,12 +217,11 @@ class FlakyScorer:
 
 def test_transient_failures_are_retried_on_the_next_run(make_spec, tmp_path: Path):
     spec = make_spec(n_prompts=2, seeds="[0]")
-    spec.write_text(
-        spec.read_text() + '\n[[scorers]]\ntype = "test_pipeline:FlakyScorer"\nname = "flaky"\n'
-    )
+    flaky_scorer = '\n[[scorers]]\ntype = "test_pipeline:FlakyScorer"\nname = "flaky"\n'
+    report = f'\n[report]\npath = "{tmp_path / "r.md"}"\n'  # every rerun writes it there
+    spec.write_text(spec.read_text() + flaky_scorer + report)
     FlakyScorer.calls.clear()
     plan, source = open_plan(spec)
-    plan.spec.report.path = str(tmp_path / "r.md")
     first = run_stages(plan, source)
     assert first.stages["score"].details["retryable"] == 6
     flaky = [s for s in read(plan.path("scores")) if s["scorer"] == "flaky"]

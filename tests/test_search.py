@@ -66,7 +66,7 @@ def _search_spec(make_spec) -> Path:
 def test_search_refers_to_scorers_of_the_spec(make_spec):
     path = _search_spec(make_spec)
     path.write_text(path.read_text().replace('trait = "lexicon/fear"', 'trait = "lexicn/fear"'))
-    with pytest.raises(SpecError, match="scorer 'lexicn'.*did you mean 'lexicon'"):
+    with pytest.raises(SpecError, match=r"scorer 'lexicn'.*did you mean 'lexicon'"):
         load_spec(path)
 
 

@@ -7,13 +7,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from harness.report.markdown import RunData
 
-READINGS = {
-    "agree": "agree",
-    "disagree": "**disagree** (negative ρ)",
-    "no detectable agreement": "**no detectable agreement** (CI includes 0)",
-    "no interval": "no interval",
-    "undefined": "undefined",
-}
+
+def _reading(text: str) -> str:
+    """Bold where the two scorers fail to agree."""
+    return f"**{text}**" if text.startswith(("no detectable", "disagreement")) else text
 
 
 def _rho_cell(p: dict[str, Any]) -> str:
@@ -58,7 +55,7 @@ def section_agreement(run: RunData) -> str:
                 _rho_cell(p),
                 _by_condition_cell(p),
                 alpha,
-                READINGS.get(str(p.get("reading")), str(p.get("reading"))),
+                _reading(str(p.get("reading"))),
             ]
         )
         for key in ("spearman_reason", "ci_reason"):
@@ -84,6 +81,8 @@ def section_agreement(run: RunData) -> str:
         "pooled, with a 95% prompt-cluster bootstrap interval; within condition: ρ on one "
         "condition's texts alone (pooled ρ can come from a shared condition shift only). "
         "α: Krippendorff's alpha (interval), only where both metrics declare the same scale. "
+        "Reading: the sign by the interval, the strength by Cohen's conventions for a "
+        "correlation (0.1 small, 0.3 medium, 0.5 large). "
         "Definitions: `harness/agreement.py`.",
         "",
         table(

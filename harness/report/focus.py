@@ -11,11 +11,12 @@ of type or name ``fluency``. Everything here reads stored records only.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from harness.stats import finite_or_none
 
 if TYPE_CHECKING:
     from harness.report.markdown import RunData
@@ -40,15 +41,8 @@ __all__ = [
 MAX_DOSE_TRAITS = 4
 
 
-def finite(value: Any) -> float | None:
-    """``value`` as a float when it is a finite number, else None (None, NaN, inf, text)."""
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
+finite = finite_or_none
+"""``value`` as a float when it is a finite number, else None (one definition: harness.stats)."""
 
 
 @dataclass(frozen=True)

@@ -127,6 +127,7 @@ Welch, B. L. (1947). *Biometrika* 34, 28-35.
 Wilcoxon, F. (1945). *Biometrics Bulletin* 1, 80-83.
 """
 
+from ._common import finite_or_none
 from .bootstrap import BootResult, cluster_bootstrap_d
 from .comparison import FIELDS, NULLABLE_FIELDS, TARGET_POWER, compare_paired, finalize
 from .effect_size import cohens_d, cohens_d_ci, d_z, hedges_g, hedges_j, pooled_sd, size_class
@@ -156,6 +157,7 @@ __all__ = [
     "d_z",
     "dersimonian_laird",
     "finalize",
+    "finite_or_none",
     "hedges_g",
     "hedges_j",
     "paired_t_p",

@@ -28,8 +28,9 @@ def as_float_array(values: Iterable[Any]) -> FloatArray:
 
 
 def finite_or_none(x: Any) -> float | None:
-    """A Python float when ``x`` is a finite number, else ``None``."""
-    if x is None:
+    """A Python float when ``x`` is a finite number, else ``None`` (None, NaN, inf, text,
+    and booleans, which are flags rather than numbers)."""
+    if x is None or isinstance(x, bool):
         return None
     try:
         f = float(x)

@@ -21,7 +21,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from harness.records import utc_now
+from harness.records import read_jsonl, utc_now
 from harness.steering.hooks import Positions, add_vector, capture_residual, edit_residual
 
 if TYPE_CHECKING:
@@ -50,16 +50,11 @@ class VectorFileError(ValueError):
 def load_pairs(path: Path) -> list[ContrastPair]:
     """Read a JSONL of {"id", "positive", "negative"}; errors name the file and line."""
     pairs = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-            pairs.append(ContrastPair(str(obj.get("id", lineno)), obj["positive"], obj["negative"]))
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise VectorFileError(
-                f"{path}:{lineno}: expected a JSON object with 'positive' and 'negative' ({exc})"
-            ) from None
+    for lineno, obj in read_jsonl(path, VectorFileError):
+        pos, neg = obj.get("positive"), obj.get("negative")
+        if not isinstance(pos, str) or not isinstance(neg, str):
+            raise VectorFileError(f"{path}:{lineno}: needs string fields 'positive' and 'negative'")
+        pairs.append(ContrastPair(str(obj.get("id", lineno)), pos, neg))
     if not pairs:
         raise VectorFileError(f"{path}: no contrastive pairs")
     return pairs
