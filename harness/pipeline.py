@@ -12,7 +12,6 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
@@ -279,7 +278,3 @@ def current_scores(plan: Plan) -> list[dict[str, Any]]:
         if rec.get("generation_id") in gen_ids and rec.get("scorer_key") in keys:
             by_id[rec["id"]] = rec
     return list(by_id.values())
-
-
-def ensure_dirs(plan: Plan) -> None:
-    Path(plan.run_dir).mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from test_validation import hand_pearson, hand_ranks  # the same hand-written references
 
 from harness.agreement import agreement, krippendorff_alpha_interval, spearman
 from harness.analysis import EXTRAS, AnalysisInput, analyze_records, score_table
@@ -22,29 +23,6 @@ from harness.report.agreement import section_agreement
 from harness.report.markdown import RunData, render
 
 NAN = math.nan
-
-
-def hand_ranks(x: list[float]) -> list[float]:
-    order = sorted(range(len(x)), key=lambda i: x[i])
-    ranks = [0.0] * len(x)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and x[order[j + 1]] == x[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
-
-
-def hand_pearson(x: list[float], y: list[float]) -> float | None:
-    n = len(x)
-    mx, my = sum(x) / n, sum(y) / n
-    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True))
-    sxx = sum((a - mx) ** 2 for a in x)
-    syy = sum((b - my) ** 2 for b in y)
-    return None if sxx == 0 or syy == 0 else sxy / math.sqrt(sxx * syy)
 
 
 def hand_spearman(x: list[float], y: list[float]) -> float | None:

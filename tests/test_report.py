@@ -337,6 +337,12 @@ def test_a_control_condition_is_tagged_as_such(tmp_path):
     assert target_metrics("fear_random", info, ["fear", "joy", "coherence"]) == ["fear"]
     assert target_metrics("ctl", info, ["fearful", "fear_rate"]) == []
     assert target_metrics("x", {"params": {"trait": "fear_rate"}}, ["fear_rate"]) == ["fear_rate"]
+    # a library vector by name, a composite's weights, a search's trait
+    assert target_metrics("a", {"params": {"vector": "joy"}}, ["joy", "fear"]) == ["joy"]
+    mix = {"params": {"weights": {"fear": 0.8, "formal": 0.5}}}
+    assert target_metrics("mix", mix, ["fear", "formal", "joy"]) == ["fear", "formal"]
+    searched = {"params": {}, "search": {"trait": "lexicon/anger"}}
+    assert target_metrics("s", searched, ["anger", "fear"]) == ["anger"]
     spec = spec_dict()
     spec["spec"]["conditions"][1]["params"] = {"vector": {"pairs": "fear"}, "control": "random"}
     build_run(tmp_path / "run", spec=spec, generations=False)

@@ -132,9 +132,17 @@ def _texts(condition: str, info: Mapping[str, Any]) -> list[str]:
         vector = params.get("vector")
         if isinstance(vector, Mapping) and isinstance(vector.get("pairs"), str):
             texts.append(vector["pairs"])
+        if isinstance(vector, str):  # a vector from the spec's [vectors] library, by name
+            texts.append(vector)
+        weights = params.get("weights")  # a composite's named vectors
+        if isinstance(weights, Mapping):
+            texts += [str(k) for k in weights]
         for key in ("trait", "target"):
             if isinstance(params.get(key), str):
                 texts.append(params[key])
+    search = info.get("search")
+    if isinstance(search, Mapping) and isinstance(search.get("trait"), str):
+        texts.append(search["trait"].rsplit("/", 1)[-1])  # "lexicon/fear" -> "fear"
     return [t.lower() for t in texts]
 
 
