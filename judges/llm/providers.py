@@ -175,12 +175,14 @@ def parse_anthropic_text(data: Any) -> str:
     return "".join(texts)
 
 
-class OpenAIProvider:
-    """Any OpenAI-compatible chat-completions server: OpenAI, vLLM, llama.cpp, ollama, ..."""
+class SDKProvider:
+    """What the SDK-backed providers share: the model, the URL, the client, and the key,
+    kept only so that error messages can be redacted. The SDK's own retries are off: the
+    judge retries with its own policy (:mod:`judges.llm.retry`)."""
 
-    name = "openai"
-    supports_logprobs = True
-    default_base_url = "https://api.openai.com/v1"
+    name: str
+    supports_logprobs: bool
+    default_base_url: str
 
     def __init__(
         self,
@@ -191,19 +193,36 @@ class OpenAIProvider:
         timeout: float,
         extra_body: Mapping[str, Any],
     ):
-        import openai
-
         self.model = model
         self.base_url = base_url or self.default_base_url
         self._secrets = (api_key,)
-        self._extra = dict(extra_body) or None
-        self._client = openai.AsyncOpenAI(
-            api_key=api_key, base_url=self.base_url, max_retries=0, timeout=timeout
-        )
+        self._extra = dict(extra_body)
+        self._client = self._make_client(api_key, timeout)
+
+    def _make_client(self, api_key: str, timeout: float) -> Any:
+        raise NotImplementedError
 
     @property
     def identity(self) -> dict[str, Any]:
         return {"provider": self.name, "base_url": self.base_url}
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+class OpenAIProvider(SDKProvider):
+    """Any OpenAI-compatible chat-completions server: OpenAI, vLLM, llama.cpp, ollama, ..."""
+
+    name = "openai"
+    supports_logprobs = True
+    default_base_url = "https://api.openai.com/v1"
+
+    def _make_client(self, api_key: str, timeout: float) -> Any:
+        import openai
+
+        return openai.AsyncOpenAI(
+            api_key=api_key, base_url=self.base_url, max_retries=0, timeout=timeout
+        )
 
     async def top_logprobs(self, prompt: str, decoding: Mapping[str, Any]) -> list[list[Any]]:
         try:
@@ -214,7 +233,7 @@ class OpenAIProvider:
                 temperature=float(decoding["temperature"]),
                 logprobs=True,
                 top_logprobs=int(decoding["top_logprobs"]),
-                extra_body=self._extra,
+                extra_body=self._extra or None,
             )
         except Exception as exc:
             raise translate_error(exc, self._secrets) from None
@@ -229,46 +248,27 @@ class OpenAIProvider:
                 model=self.model,
                 messages=[{"role": "user", "content": prompt}],
                 max_tokens=int(decoding["max_tokens"]),
-                extra_body=self._extra,
+                extra_body=self._extra or None,
                 **kwargs,
             )
         except Exception as exc:
             raise translate_error(exc, self._secrets) from None
         return parse_chat_text(as_data(response))
 
-    async def aclose(self) -> None:
-        await self._client.close()
 
-
-class AnthropicProvider:
+class AnthropicProvider(SDKProvider):
     """The Anthropic Messages API: no logprobs, so sample mode only."""
 
     name = "anthropic"
     supports_logprobs = False
     default_base_url = "https://api.anthropic.com"
 
-    def __init__(
-        self,
-        *,
-        model: str,
-        api_key: str,
-        base_url: str | None,
-        timeout: float,
-        extra_body: Mapping[str, Any],
-    ):
+    def _make_client(self, api_key: str, timeout: float) -> Any:
         import anthropic
 
-        self.model = model
-        self.base_url = base_url or self.default_base_url
-        self._secrets = (api_key,)
-        self._extra = dict(extra_body)
-        self._client = anthropic.AsyncAnthropic(
+        return anthropic.AsyncAnthropic(
             api_key=api_key, base_url=self.base_url, max_retries=0, timeout=timeout
         )
-
-    @property
-    def identity(self) -> dict[str, Any]:
-        return {"provider": self.name, "base_url": self.base_url}
 
     async def top_logprobs(self, prompt: str, decoding: Mapping[str, Any]) -> list[list[Any]]:
         raise JudgeCallError("the Anthropic API gives no logprobs; use mode = 'sample'")
@@ -288,6 +288,3 @@ class AnthropicProvider:
         except Exception as exc:
             raise translate_error(exc, self._secrets) from None
         return parse_anthropic_text(as_data(response))
-
-    async def aclose(self) -> None:
-        await self._client.close()
