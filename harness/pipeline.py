@@ -82,18 +82,21 @@ def generation_units(
     if per_batch <= 1:
         return [[c] for c in conditions]
     units: list[list[ResolvedCondition]] = []
-    open_units: dict[str, list[ResolvedCondition]] = {}
+    stackable: list[tuple[Positions, list[ResolvedCondition]]] = []
     for cond in conditions:
         adds = row_additions(cond.method)
         if adds is None:
             units.append([cond])
             continue
-        key = positions_of(cond.method) if adds else "any"
-        unit = open_units.get(key) if key != "any" else next(iter(open_units.values()), None)
-        if unit is None or len(unit) >= per_batch:
+        # A condition that adds nothing fits any unit; others need the same positions.
+        positions = positions_of(cond.method) if adds else None
+        unit = next(
+            (u for p, u in stackable if positions in (None, p) and len(u) < per_batch), None
+        )
+        if unit is None:
             unit = []
             units.append(unit)
-            open_units[key if key != "any" else "all"] = unit
+            stackable.append((positions or "all", unit))
         unit.append(cond)
     return units
 

@@ -27,20 +27,13 @@ TEXTS = [
 
 def save_tiny_classifier(path: Path, problem_type: str | None = None, labels=None) -> Path:  # type: ignore[no-untyped-def]
     import transformers as tf
-    from tiny import build_tokenizer
+    from tiny import bert_config, build_tokenizer
 
     tok = build_tokenizer(chat_template=False)
     labels = labels or ["calm", "fear", "joy"]
     torch.manual_seed(0)
-    cfg = tf.BertConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        pad_token_id=tok.pad_token_id,
-        initializer_range=0.5,
+    cfg = bert_config(
+        tok,
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
         label2id={n: i for i, n in enumerate(labels)},

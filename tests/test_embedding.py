@@ -46,7 +46,7 @@ def save_tiny_sentence_model(path: Path) -> tuple[Path, Path]:
     """(sentence-transformers folder, plain transformers folder) of one tiny random BERT."""
     import transformers as tf
     from sentence_transformers import SentenceTransformer
-    from tiny import build_tokenizer
+    from tiny import bert_config, build_tokenizer
 
     try:  # sentence-transformers >= 6
         from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
@@ -55,16 +55,7 @@ def save_tiny_sentence_model(path: Path) -> tuple[Path, Path]:
 
     tok = build_tokenizer(chat_template=False)
     torch.manual_seed(1)
-    cfg = tf.BertConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        pad_token_id=tok.pad_token_id,
-        initializer_range=0.5,
-    )
+    cfg = bert_config(tok)
     raw = path / "raw"
     tf.BertModel(cfg).save_pretrained(raw)
     tok.save_pretrained(raw)

@@ -124,6 +124,23 @@ def build_model(kind: str = "llama", vocab_size: int = 1000, layers: int = 2, se
     raise ValueError(kind)
 
 
+def bert_config(tok, **extra):  # type: ignore[no-untyped-def]
+    """A 2-layer BERT config over ``tok`` (classifier and sentence-embedding tests)."""
+    import transformers as tf
+
+    return tf.BertConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        pad_token_id=tok.pad_token_id,
+        initializer_range=0.5,
+        **extra,
+    )
+
+
 def save_tiny(path: Path, kind: str = "llama", layers: int = 2, chat_template: bool = True) -> Path:
     """Save a tiny random model and its tokenizer to ``path``; returns the path."""
     tok = build_tokenizer(chat_template)
