@@ -25,12 +25,12 @@ from typing import Any
 
 import torch
 
-from harness.generate import Row, generate_rows
-from harness.models import LoadedModel, load_model
-from harness.spec import GenerationSpec, ModelSpec
-from harness.steering.activation import ActivationSteering
+from harness.config.spec import GenerationSpec, ModelSpec
+from harness.model.loading import LoadedModel, load_model
+from harness.run.generation import Row, generate_rows
 from harness.steering.base import MethodContext
 from harness.steering.batched import RowwiseAddition, row_additions
+from harness.steering.methods.activation import ActivationSteering
 from harness.steering.vectors import SteeringVector
 
 PROMPTS = [

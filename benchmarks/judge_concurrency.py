@@ -32,8 +32,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from judges.base import ScorerContext, ScoringItem  # noqa: E402
-from judges.llm.fakeserver import FakeJudgeServer, Reply, Request, chat_logprobs  # noqa: E402
+from fakes.judge_server import FakeJudgeServer, Reply, Request, chat_logprobs  # noqa: E402
+
+from harness.core.scoring import ScorerContext, ScoringItem  # noqa: E402
 from judges.llm.scorer import JudgeParams, JudgeScorer  # noqa: E402
 
 LEVELS = (1, 4, 8, 16, 32)

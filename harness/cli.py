@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness import __version__
+from harness.core.errors import UserError
+from harness.core.rundir import RunDir
 
 DESCRIPTION = """\
 Benchmark language-model steering honestly: generate baseline and steered texts on the
@@ -44,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"steer-harness {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the full traceback of an error, not one line"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
@@ -196,7 +201,7 @@ def _print_problems(exc: Exception) -> int:
 
 
 def cmd_run(args: argparse.Namespace, stages: tuple[str, ...]) -> int:
-    from harness.runner import Overrides, open_plan, run_stages
+    from harness.run.runner import Overrides, open_plan, run_stages
 
     ov = Overrides(
         output_dir=getattr(args, "output_dir", None),
@@ -228,7 +233,7 @@ def cmd_run(args: argparse.Namespace, stages: tuple[str, ...]) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from harness.runner import open_plan
+    from harness.run.runner import open_plan
 
     plan, _ = open_plan(args.target)
     print(f"spec OK: {plan.spec.name}")
@@ -248,21 +253,20 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    run_dir: Path = args.run_dir
-    if (run_dir / "spec.json").exists():
-        from harness.runner import analyze_plan, open_plan
+    from harness.analysis.analyze import analyze_run_dir
+    from harness.run.runner import analyze_plan, open_plan
 
-        plan, _ = open_plan(run_dir)
+    run = RunDir(args.run_dir)
+    if run.spec.exists():
+        plan, _ = open_plan(run.root)
         result = analyze_plan(plan, args.baseline, args.bootstrap)
     else:  # scores made elsewhere: a folder holding only scores.jsonl
-        from harness.analysis import analyze_run_dir
-
         n_boot = 2000 if args.bootstrap is None else args.bootstrap
-        result = analyze_run_dir(run_dir, args.baseline or "baseline", n_boot=n_boot)
+        result = analyze_run_dir(run, args.baseline or "baseline", n_boot=n_boot)
     if args.json:
         print(json.dumps(result, indent=2, allow_nan=False))
     else:
-        print(f"{len(result['comparisons'])} comparisons written to {run_dir / 'analysis.json'}")
+        print(f"{len(result['comparisons'])} comparisons written to {run.analysis}")
     return 0
 
 
@@ -271,7 +275,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     out = args.out
     if out is None:
-        spec_file = args.run_dir / "spec.json"
+        spec_file = RunDir(args.run_dir).spec
         name, configured = args.run_dir.name, None
         if spec_file.exists():
             stored = json.loads(spec_file.read_text(encoding="utf-8"))["spec"]
@@ -283,19 +287,17 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_validate_scorer(args: argparse.Namespace) -> int:
-    from harness.validation import ValidationError, render_markdown, validate_scorer, write_outputs
+    from harness.report.validation import render_markdown, write_outputs
+    from harness.validate import validate_scorer
 
-    try:
-        result = validate_scorer(
-            args.scorer,
-            args.data,
-            n_resamples=args.bootstrap,
-            seed=args.seed,
-            metric=args.metric,
-            none_label=args.none_label,
-        )
-    except ValidationError as exc:
-        return _print_problems(exc)
+    result = validate_scorer(
+        args.scorer,
+        args.data,
+        n_resamples=args.bootstrap,
+        seed=args.seed,
+        metric=args.metric,
+        none_label=args.none_label,
+    )
     out = args.out
     if out is None:
         name = result["scorer"]["name"]
@@ -310,7 +312,7 @@ def cmd_validate_scorer(args: argparse.Namespace) -> int:
 
 
 def cmd_power(args: argparse.Namespace) -> int:
-    from harness.planning import format_plan, format_power_rows, power_rows
+    from harness.analysis.power import format_plan, format_power_rows, power_rows
 
     if (args.run_dir is None) == (args.d_z is None):
         print("error: give either --d-z or a RUN_DIR", file=sys.stderr)
@@ -319,7 +321,7 @@ def cmd_power(args: argparse.Namespace) -> int:
         if args.d_z is not None:
             print(format_plan(args.d_z, args.power, args.alpha, args.seeds, args.pairs))
             return 0
-        path = args.run_dir / "analysis.json"
+        path = RunDir(args.run_dir).analysis
         if not path.exists():
             raise FileNotFoundError(
                 f"{args.run_dir}: no analysis.json; run `steer-harness analyze {args.run_dir}`"
@@ -347,8 +349,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_list() -> int:
+    from harness.core.scoring import SCORERS
     from harness.steering import METHODS
-    from judges import SCORERS
 
     for title, reg in (("steering methods", METHODS), ("scorers", SCORERS)):
         print(f"{title}:")
@@ -366,13 +368,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from harness.analysis import AnalysisError
-    from harness.models import ModelLoadError
-    from harness.records import StoreError
-    from harness.search import SearchError
-    from harness.spec import SpecError
-    from harness.steering.restore import ModelNotRestoredError
-
     try:
         if args.command == "run":
             return cmd_run(args, ("generate", "score", "analyze", "report"))
@@ -394,15 +389,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_list()
         if args.command == "validate-scorer":
             return cmd_validate_scorer(args)
-    except (
-        SpecError,
-        ModelLoadError,
-        StoreError,
-        AnalysisError,
-        SearchError,
-        ModelNotRestoredError,
-        FileNotFoundError,
-    ) as exc:
+    except (UserError, FileNotFoundError) as exc:
+        if args.debug:
+            raise
         return _print_problems(exc)
     except KeyboardInterrupt:
         print(

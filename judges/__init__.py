@@ -1,22 +1,8 @@
-"""Scorers: the protocol in :mod:`judges.base` and every built-in scorer."""
+"""The built-in scorers, plug-ins over the harness's public API like any other.
 
-from harness.registry import Registry
-from judges.base import (
-    Scorer,
-    ScorerContext,
-    ScoreResult,
-    ScorerParams,
-    ScoringItem,
-    is_scorer_class,
-)
-
-SCORERS: Registry[Scorer] = Registry("scorer", "steer_harness.scorers", is_scorer_class)
-
-__all__ = [
-    "SCORERS",
-    "ScoreResult",
-    "Scorer",
-    "ScorerContext",
-    "ScorerParams",
-    "ScoringItem",
-]
+Each module is one scorer: lexicon, embedding, classifier, fluency, and the LLM judges
+under :mod:`judges.llm`. They implement the protocol of :mod:`harness.core.scoring` and
+are registered as entry points in ``pyproject.toml``. A judge may import
+:mod:`harness.core`, :mod:`harness.config` and :mod:`harness.model`, never the run,
+steering, analysis or report (an import-linter contract).
+"""

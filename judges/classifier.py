@@ -23,7 +23,7 @@ maps a model label to a trait name: ``labels = {LABEL_0 = "fear"}`` or
 model's ``id2label``, ``LABEL_<i>`` or the index ``"<i>"``. Unmapped labels keep their
 ``id2label`` name (``unmapped = "keep"``, the default) or are left out
 (``unmapped = "drop"``). Use trait names shared with other scorers (``fear``, ``joy``) so
-that the analysis can compare scorers on the same trait (see ``harness.agreement``).
+that the analysis can compare scorers on the same trait (see ``harness.analysis.agreement``).
 
 Truncation. Texts are tokenised with the model's tokenizer (special tokens added) and cut
 to ``max_length`` tokens, keeping the beginning (the tokenizer's truncation side, right by
@@ -44,7 +44,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from judges.base import ScorerContext, ScoreResult, ScorerParams, ScoringItem
+from harness.core.scoring import ScorerContext, ScoreResult, ScorerParams, ScoringItem
+from harness.model.device import pick_device
 
 log = logging.getLogger(__name__)
 
@@ -69,16 +70,6 @@ def resolve_model_ref(value: str, base_dir: Path) -> tuple[str, bool]:
             f"model path '{value}' not found (looked in {base_dir} and {Path.cwd()})"
         )
     return value, False
-
-
-def pick_device(requested: str, context_device: str | None) -> str:
-    if requested != "auto":
-        return requested
-    if context_device:
-        return context_device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 class ClassifierParams(ScorerParams):

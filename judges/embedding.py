@@ -55,8 +55,11 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from judges.base import ScorerContext, ScoreResult, ScorerParams, ScoringItem
-from judges.classifier import ClassifierError, pick_device, resolve_model_ref
+from harness.config.paths import resolve_data_path
+from harness.core.scoring import ScorerContext, ScoreResult, ScorerParams, ScoringItem
+from harness.model.device import pick_device
+from judges.classifier import ClassifierError, resolve_model_ref
+from prompts import data_path
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +99,7 @@ class EmbeddingParams(ScorerParams):
 
 def _resolve_examples_path(value: str, base_dir: Path) -> Path:
     if value == "builtin":
-        from prompts import data_path
-
         return data_path("examples/emotions.json")
-    from harness.spec import resolve_data_path
-
     path = resolve_data_path(value, base_dir)
     if path is None:
         raise EmbeddingError(f"examples file '{value}' not found (relative to {base_dir})")

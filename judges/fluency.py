@@ -24,7 +24,10 @@ from typing import Any
 import torch
 from pydantic import Field
 
-from judges.base import ScorerContext, ScoreResult, ScorerParams, ScoringItem
+from harness.config.spec import ModelSpec
+from harness.core.scoring import ScorerContext, ScoreResult, ScorerParams, ScoringItem
+from harness.model.chat import build_messages, render
+from harness.model.loading import load_model
 from judges.lexicon import tokenize
 
 
@@ -58,9 +61,6 @@ class FluencyScorer:
 
     def _model(self) -> Any:
         if self._lm is None:
-            from harness.models import load_model
-            from harness.spec import ModelSpec
-
             if self.params.model is None and self.context.load_generator is not None:
                 self._lm = self.context.load_generator()
             else:
@@ -71,8 +71,6 @@ class FluencyScorer:
     @torch.no_grad()
     def perplexities(self, items: Sequence[ScoringItem]) -> list[float | None]:
         """Per item, exp(mean NLL) of the response tokens given the rendered prompt."""
-        from harness.generate import build_messages, render
-
         lm = self._model()
         tok = lm.tokenizer
         seqs: list[tuple[list[int], int]] = []

@@ -38,7 +38,9 @@ from typing import Any
 
 from pydantic import Field
 
-from judges.base import ScorerContext, ScoreResult, ScorerParams, ScoringItem
+from harness.config.paths import resolve_data_path
+from harness.core.scoring import ScorerContext, ScoreResult, ScorerParams, ScoringItem
+from prompts import data_path
 
 log = logging.getLogger(__name__)
 
@@ -189,15 +191,11 @@ class LexiconParams(ScorerParams):
 
 
 def _resolve_file(value: str, base_dir: Path) -> Path | None:
-    from harness.spec import resolve_data_path
-
     return resolve_data_path(value, base_dir)
 
 
 def load_lexicon(params: LexiconParams, base_dir: Path) -> Lexicon:
     if params.lexicon == "builtin":
-        from prompts import data_path
-
         rows = read_lexicon_file(data_path("lexicons/emotions.csv"))
     elif params.lexicon == "nrc-emolex":
         log.warning("Using the %s", NRC_NOTICE)

@@ -22,8 +22,8 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_lm(tiny_model_dir: Path) -> Any:
-    from harness.models import load_model
-    from harness.spec import ModelSpec
+    from harness.config.spec import ModelSpec
+    from harness.model.loading import load_model
 
     return load_model(ModelSpec(id=str(tiny_model_dir), device="cpu"))
 

@@ -17,10 +17,13 @@ import numpy as np
 import pytest
 from test_validation import hand_pearson, hand_ranks  # the same hand-written references
 
-from harness.agreement import agreement, krippendorff_alpha_interval, spearman
-from harness.analysis import EXTRAS, AnalysisInput, analyze_records, score_table
+from harness.analysis.agreement import agreement
+from harness.analysis.analyze import EXTRAS, analyze_records
+from harness.analysis.table import AnalysisInput, score_table
 from harness.report.agreement import section_agreement
-from harness.report.markdown import RunData, render
+from harness.report.data import RunData
+from harness.report.markdown import render
+from harness.stats import krippendorff_alpha_interval, spearman
 
 NAN = math.nan
 
@@ -194,7 +197,7 @@ def test_rho_interval_is_the_documented_prompt_cluster_bootstrap():
 
 
 def test_reading_uses_the_interval_sign_and_cohens_conventions():
-    from harness.agreement import reading
+    from harness.analysis.agreement import reading
 
     assert reading(0.15, 0.05, 0.24) == "small agreement"
     assert reading(0.35, 0.2, 0.5) == "medium agreement"

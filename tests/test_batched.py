@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.pipeline import generation_units
-from harness.plan import build_plan
-from harness.records import JsonlStore
-from harness.runner import open_plan, run_stages
-from harness.spec import load_spec
+from harness.config.spec import load_spec
+from harness.core.store import JsonlStore
+from harness.run.plan import build_plan
+from harness.run.runner import open_plan, run_stages
+from harness.run.stages import generation_units
 
 EXTRA = """
 [vectors.fear]
@@ -70,7 +70,7 @@ def _texts(path: Path, tmp_path: Path) -> dict[str, str]:
     plan, source = open_plan(path)
     plan.spec.report.path = str(tmp_path / f"{plan.spec.name}.md")
     run_stages(plan, source, ("generate",))
-    return {r["id"]: r["text"] for r in JsonlStore(plan.path("generations")).read()}
+    return {r["id"]: r["text"] for r in JsonlStore(plan.run.generations).read()}
 
 
 @pytest.mark.parametrize("sampling", [False, True])

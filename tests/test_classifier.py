@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 import torch
 
-from judges import SCORERS
-from judges.base import ScorerContext, ScoringItem
+from harness.core.scoring import SCORERS, ScorerContext, ScoringItem
 from judges.classifier import ClassifierError, ClassifierParams, ClassifierScorer
 
 TEXTS = [
@@ -177,8 +176,8 @@ def test_registered_and_described(clf_dir: Path):
 
 
 def test_spec_check_reports_a_bad_label_against_the_scorer(make_spec, clf_dir: Path):
-    from harness.plan import build_plan
-    from harness.spec import SpecError, load_spec
+    from harness.config.spec import SpecError, load_spec
+    from harness.run.plan import build_plan
 
     extra = (
         f'\n[[scorers]]\ntype = "classifier"\n[scorers.params]\nmodel = "{clf_dir}"\n'

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.records import JsonlStore
+from harness.core.store import JsonlStore
 
 pytestmark = pytest.mark.slow
 CLI = [sys.executable, "-m", "harness.cli"]

@@ -18,8 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from judges import SCORERS
-from judges.base import ScorerContext, ScoringItem
+from harness.core.scoring import SCORERS, ScorerContext, ScoringItem
 from judges.embedding import (
     EmbeddingError,
     EmbeddingParams,
@@ -260,8 +259,8 @@ def test_missing_packages_say_what_to_install(tmp_path: Path, monkeypatch):
 
 
 def test_spec_check_names_the_missing_package(make_spec, monkeypatch):
-    from harness.plan import build_plan
-    from harness.spec import SpecError, load_spec
+    from harness.config.spec import SpecError, load_spec
+    from harness.run.plan import build_plan
 
     real = importlib.util.find_spec
     monkeypatch.setattr(

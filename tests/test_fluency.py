@@ -7,8 +7,7 @@ import math
 import pytest
 import torch
 
-from judges import SCORERS
-from judges.base import ScorerContext, ScoringItem
+from harness.core.scoring import SCORERS, ScorerContext, ScoringItem
 from judges.fluency import FluencyParams, FluencyScorer, repetition_rate
 
 
@@ -21,7 +20,7 @@ def test_repetition_rate_is_seq_rep_n():
 
 
 def _brute_force_ppl(lm, prompt: str, text: str) -> float:
-    from harness.generate import build_messages, render
+    from harness.model.chat import build_messages, render
 
     p_ids = lm.tokenizer.encode(render(lm, build_messages(prompt, None)), add_special_tokens=False)
     r_ids = lm.tokenizer.encode(text, add_special_tokens=False)

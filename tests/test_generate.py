@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.generate import Row, RowGumbelSampler, generate_rows, stream_seed
-from harness.models import load_model
-from harness.spec import GenerationSpec, ModelSpec
+from harness.config.spec import GenerationSpec, ModelSpec
+from harness.model.loading import load_model
+from harness.run.generation import Row, RowGumbelSampler, generate_rows, stream_seed
 from harness.steering import MethodContext, MethodParams, NoSteering
-from harness.steering.activation import ActivationParams, ActivationSteering
-from harness.steering.prompt import PromptParams, PromptSteering
+from harness.steering.methods.activation import ActivationParams, ActivationSteering
+from harness.steering.methods.prompt import PromptParams, PromptSteering
 
 ROWS = [
     Row("p0", "describe your walk to the bakery this morning .", 0),
@@ -141,7 +141,7 @@ def test_chat_template_off_feeds_the_raw_prompt(tiny_model_dir: Path):
 def test_chat_template_on_without_template_is_an_error(tmp_path: Path):
     from tiny import save_tiny
 
-    from harness.models import ModelLoadError
+    from harness.model.loading import ModelLoadError
 
     path = save_tiny(tmp_path / "notemplate", chat_template=False)
     with pytest.raises(ModelLoadError, match="has no chat template"):

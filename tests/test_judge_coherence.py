@@ -1,4 +1,4 @@
-"""The coherence extra (harness.coherence) and its report section, on hand-made scores."""
+"""The coherence extra (harness.analysis.coherence) and its report section, on hand-made scores."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from harness.analysis import analyze_records
-from harness.coherence import coherence_summary
+from harness.analysis.analyze import analyze_records
+from harness.analysis.coherence import coherence_summary
 from harness.report.coherence import section_coherence
-from harness.report.markdown import RunData
+from harness.report.data import RunData
 
 
 def rec(cond: str, pid: str, seed: int, scorer: str, metric: str, value: float | None) -> dict:
@@ -142,7 +142,7 @@ def test_degenerate_data_never_raises_or_emits_nan(variant):
 
 
 def coherence_summary_from(recs: list[dict], options: dict) -> dict:
-    from harness.analysis import AnalysisInput, score_table
+    from harness.analysis.table import AnalysisInput, score_table
 
     conds = list(dict.fromkeys(r["condition"] for r in recs))
     return coherence_summary(AnalysisInput(recs, "baseline", conds, {}, options, score_table(recs)))

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.models import load_model
-from harness.spec import ModelSpec, SpecError
-from judges.base import ScorerContext, ScoringItem
+from harness.config.spec import ModelSpec, SpecError
+from harness.core.scoring import ScorerContext, ScoringItem
+from harness.model.loading import load_model
 from judges.llm.hf import HFJudgeModel
 from judges.llm.scorer import JudgeParams, JudgeScorer
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fakes.judge_server import FakeJudgeServer, Reply, Request, chat_logprobs
 
-from harness.records import JsonlStore
-from harness.runner import open_plan, run_stages
-from judges.llm.fakeserver import FakeJudgeServer, Reply, Request, chat_logprobs
+from harness.core.store import JsonlStore
+from harness.run.runner import open_plan, run_stages
 
 pytest.importorskip("openai")
 
@@ -85,9 +85,9 @@ coherence_threshold = 40
 
 def test_a_judged_benchmark_reports_trait_and_coherence(judged_run):
     plan, _, _, server, counter, _ = judged_run
-    scores = JsonlStore(plan.path("scores")).read()
+    scores = JsonlStore(plan.run.scores).read()
     judge = [s for s in scores if s["scorer"] == "judge"]
-    gens = JsonlStore(plan.path("generations")).read()
+    gens = JsonlStore(plan.run.generations).read()
     assert len(judge) == 2 * len(gens) == 2 * 24
     assert {s["metric"] for s in judge} == {"fear", "coherence"}
     nulls = [s for s in judge if s["value"] is None]
@@ -100,7 +100,7 @@ def test_a_judged_benchmark_reports_trait_and_coherence(judged_run):
     assert max(counter.values()) == 1
     assert server.requests[0].headers["authorization"] == f"Bearer {KEY}"  # the key was used
 
-    analysis = json.loads(plan.path("analysis").read_text())
+    analysis = json.loads(plan.run.analysis.read_text())
     comps = {(c["scorer"], c["metric"], c["condition"]) for c in analysis["comparisons"]}
     for cond in ("act", "persona"):
         assert ("judge", "fear", cond) in comps and ("judge", "coherence", cond) in comps
@@ -143,22 +143,22 @@ def test_a_judged_benchmark_reports_trait_and_coherence(judged_run):
 def test_rerunning_a_judged_benchmark_makes_zero_calls(judged_run):
     plan, source, _, server, _, _ = judged_run
     asked = len(server.requests)
-    before = {s["id"]: s["value"] for s in JsonlStore(plan.path("scores")).read()}
+    before = {s["id"]: s["value"] for s in JsonlStore(plan.run.scores).read()}
     server.reset()
     run_stages(plan, source)  # same run directory: nothing to score
     assert len(server.requests) == 0
     # a fresh scoring of the same texts (scores deleted): every answer from the cache
-    plan.path("scores").unlink()
+    plan.run.scores.unlink()
     summary = run_stages(plan, source, ("score", "analyze"))
     assert summary.stages["score"].done_now == 24 * 2  # both scorers re-scored all texts
     assert len(server.requests) == 0
-    after = {s["id"]: s["value"] for s in JsonlStore(plan.path("scores")).read()}
+    after = {s["id"]: s["value"] for s in JsonlStore(plan.run.scores).read()}
     assert after == before and asked > 0
 
 
 def test_the_api_key_appears_nowhere(judged_run):
     plan, _, _, _, _, tmp_path = judged_run
-    manifest = json.loads(plan.path("manifest").read_text())
+    manifest = json.loads(plan.run.manifest.read_text())
     described = manifest["scorers"]["judge"]
     assert described["api_key_env"] == "STEER_TEST_JUDGE_KEY"
     assert described["judge"] == "openai:fake-judge"

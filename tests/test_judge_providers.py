@@ -15,10 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from harness.spec import SpecError
-from judges.base import ScorerContext, ScoringItem
-from judges.llm.fakeserver import (
+from fakes.judge_server import (
     FakeJudgeServer,
     Reply,
     Request,
@@ -27,6 +24,9 @@ from judges.llm.fakeserver import (
     chat_text,
     error_body,
 )
+
+from harness.config.spec import SpecError
+from harness.core.scoring import ScorerContext, ScoringItem
 from judges.llm.scorer import JudgeParams, JudgeScorer
 
 pytest.importorskip("openai")

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from judges import SCORERS
-from judges.base import ScorerContext, ScoringItem
+from harness.core.scoring import SCORERS, ScorerContext, ScoringItem
 from judges.lexicon import (
     NRC_NOTICE,
     Lexicon,

@@ -8,18 +8,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.generate import Row, generate_rows
-from harness.models import LoadedModel
-from harness.spec import GenerationSpec
+from harness.config.spec import GenerationSpec
+from harness.config.vectors import LibraryVector
+from harness.core.errors import ModelNotRestoredError
+from harness.model.loading import LoadedModel
+from harness.run.generation import Row, generate_rows
 from harness.steering import METHODS, MethodContext, MethodParams, NoSteering
-from harness.steering.activation import ActivationSteering
-from harness.steering.adapter import AdapterSteering
 from harness.steering.base import BaseMethod, BatchInfo
-from harness.steering.composite import CompositeSteering
 from harness.steering.hooks import capture_residual
-from harness.steering.logit_bias import LogitBias
-from harness.steering.restore import ModelNotRestoredError, snapshot, verify
-from harness.steering.sources import LibraryVector
+from harness.steering.methods.activation import ActivationSteering
+from harness.steering.methods.adapter import AdapterSteering
+from harness.steering.methods.composite import CompositeSteering
+from harness.steering.methods.logit_bias import LogitBias
+from harness.steering.restore import snapshot, verify
 from harness.steering.vectors import (
     ContrastPair,
     SteeringVector,
@@ -179,7 +180,7 @@ def test_norm_mode_scales_by_typical_norm_without_the_first_position(
     )
     meta = m.prepare(tiny_lm)
     # by hand: render as generation does, one text at a time (no padding), drop position 0
-    from harness.generate import build_messages, render
+    from harness.model.chat import build_messages, render
 
     norms = []
     for text in ("what will you do ?", "describe the view from your window ."):
@@ -343,8 +344,8 @@ def test_composite_and_activation_name_unknown_library_vectors(
 
 
 def test_library_vectors_in_a_spec_are_checked(make_spec):
-    from harness.plan import build_plan
-    from harness.spec import SpecError, load_spec
+    from harness.config.spec import SpecError, load_spec
+    from harness.run.plan import build_plan
 
     path = make_spec()
     path.write_text(

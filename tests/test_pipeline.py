@@ -8,9 +8,9 @@ from typing import ClassVar
 
 import pytest
 
-from harness.pipeline import batch_plan
-from harness.records import JsonlStore
-from harness.runner import open_plan, run_stages
+from harness.core.store import JsonlStore
+from harness.run.runner import open_plan, run_stages
+from harness.run.stages import batch_plan
 
 
 def read(path: Path) -> list[dict]:
@@ -28,7 +28,7 @@ def finished_run(make_spec, tmp_path: Path):
 
 def test_generation_records_pair_every_condition_with_its_baseline(finished_run):
     plan, summary = finished_run
-    gens = read(plan.path("generations"))
+    gens = read(plan.run.generations)
     assert len(gens) == 3 * 4 * 3 == summary.stages["generate"].done_now
     keys = {(g["condition"], g["prompt_id"], g["seed"]) for g in gens}
     for cond in ("act", "persona"):
@@ -57,7 +57,7 @@ def test_generation_records_pair_every_condition_with_its_baseline(finished_run)
 
 def test_score_records_carry_the_contract_fields(finished_run):
     plan, _ = finished_run
-    scores = read(plan.path("scores"))
+    scores = read(plan.run.scores)
     assert len(scores) == 36 * 7  # every generation x every lexicon category
     for s in scores:
         assert {"condition", "prompt_id", "seed", "scorer", "metric", "value"} <= set(s)
@@ -67,9 +67,9 @@ def test_score_records_carry_the_contract_fields(finished_run):
 
 def test_run_dir_holds_spec_manifest_and_analysis(finished_run):
     plan, summary = finished_run
-    stored = json.loads(plan.path("spec").read_text())
+    stored = json.loads(plan.run.spec.read_text())
     assert stored["spec"]["name"] == "t"
-    manifest = json.loads(plan.path("manifest").read_text())
+    manifest = json.loads(plan.run.manifest.read_text())
     assert manifest["model"]["device"] == "cpu" and manifest["model"]["dtype"] == "float32"
     assert set(manifest["model"]["files"]) == {"model.safetensors"}
     assert len(manifest["model"]["files"]["model.safetensors"]) == 64
@@ -77,7 +77,7 @@ def test_run_dir_holds_spec_manifest_and_analysis(finished_run):
     assert session["status"] == "ok" and session["finished"] >= session["started"]
     assert session["packages"]["torch"] and session["packages"]["transformers"]
     assert manifest["conditions"]["act"]["vector_norms"]["1"] > 0
-    analysis = json.loads(plan.path("analysis").read_text())
+    analysis = json.loads(plan.run.analysis.read_text())
     comps = analysis["comparisons"]
     assert {(c["condition"], c["metric"]) for c in comps} == {
         (cond, m)
@@ -90,23 +90,23 @@ def test_run_dir_holds_spec_manifest_and_analysis(finished_run):
 
 def test_rerun_does_no_work_and_changes_nothing(finished_run):
     plan, _ = finished_run
-    gens_before = plan.path("generations").read_bytes()
-    scores_before = plan.path("scores").read_bytes()
+    gens_before = plan.run.generations.read_bytes()
+    scores_before = plan.run.scores.read_bytes()
     plan2, source = open_plan(plan.run_dir)
     plan2.spec.report.path = plan.spec.report.path
     summary = run_stages(plan2, source)
     assert summary.stages["generate"].done_now == 0
     assert summary.stages["score"].done_now == 0
-    assert plan.path("generations").read_bytes() == gens_before
-    assert plan.path("scores").read_bytes() == scores_before
-    sessions = json.loads(plan.path("manifest").read_text())["sessions"]
+    assert plan.run.generations.read_bytes() == gens_before
+    assert plan.run.scores.read_bytes() == scores_before
+    sessions = json.loads(plan.run.manifest.read_text())["sessions"]
     assert len(sessions) == 2
     assert "device" not in sessions[1]  # nothing to generate: the model was never loaded
 
 
 def test_resume_after_losing_records_redoes_only_those(finished_run):
     plan, _ = finished_run
-    gpath, spath = plan.path("generations"), plan.path("scores")
+    gpath, spath = plan.run.generations, plan.run.scores
     gens = read(gpath)
     complete = {g["id"]: g["text"] for g in gens}
     # Simulate a kill: keep the first 20 generations, with a torn 21st line.
@@ -125,7 +125,7 @@ def test_resume_after_losing_records_redoes_only_those(finished_run):
 
 def test_partially_scored_generation_is_completed_without_duplicates(finished_run):
     plan, _ = finished_run
-    spath = plan.path("scores")
+    spath = plan.run.scores
     lines = spath.read_text().splitlines(keepends=True)
     spath.write_text("".join(lines[:-3]))  # the last generation lost 3 of its 7 metrics
     plan2, source = open_plan(plan.run_dir)
@@ -175,14 +175,15 @@ def test_report_shows_results_seeds_samples_and_manifest(finished_run):
         "## Manifest",
     ):
         assert heading in text
-    from harness.report.markdown import _pick_samples, load_run
+    from harness.report.data import load_run
+    from harness.report.results import _pick_samples
 
     samples = _pick_samples(load_run(plan.run_dir), "act", "baseline", 3)
     assert len(samples) == 3 and len({(b["prompt_id"], b["seed"]) for b, _ in samples}) == 3
     for base, act in samples:
         assert (base["prompt_id"], base["seed"]) == (act["prompt_id"], act["seed"])
         assert f"| {base['text']} | {act['text']} |" in text
-    analysis = json.loads(plan.path("analysis").read_text())
+    analysis = json.loads(plan.run.analysis.read_text())
     c = next(
         c for c in analysis["comparisons"] if c["condition"] == "act" and c["metric"] == "fear"
     )
@@ -193,7 +194,7 @@ def test_report_shows_results_seeds_samples_and_manifest(finished_run):
 class FlakyScorer:
     """Fails transiently on its first call for every text, then answers."""
 
-    from judges.base import ScorerParams as Params
+    from harness.core.scoring import ScorerParams as Params
 
     metrics = ("m",)
     batch_size = 64
@@ -203,7 +204,7 @@ class FlakyScorer:
         pass
 
     def score(self, items):
-        from judges.base import ScoreResult
+        from harness.core.scoring import ScoreResult
 
         out = []
         for it in items:
@@ -224,17 +225,17 @@ def test_transient_failures_are_retried_on_the_next_run(make_spec, tmp_path: Pat
     plan, source = open_plan(spec)
     first = run_stages(plan, source)
     assert first.stages["score"].details["retryable"] == 6
-    flaky = [s for s in read(plan.path("scores")) if s["scorer"] == "flaky"]
+    flaky = [s for s in read(plan.run.scores) if s["scorer"] == "flaky"]
     assert all(s["value"] is None and s["extra"]["retry"] for s in flaky)
     second = run_stages(*open_plan(spec))
     assert second.stages["score"].done_now == 6 and not second.stages["score"].details.get(
         "retryable"
     )
-    from harness.pipeline import current_scores
+    from harness.run.stages import current_scores
 
     current = [s for s in current_scores(plan) if s["scorer"] == "flaky"]
     assert len(current) == 6 and all(s["value"] is not None for s in current)
-    analysis = json.loads(plan.path("analysis").read_text())
+    analysis = json.loads(plan.run.analysis.read_text())
     assert any(c["scorer"] == "flaky" and c["n"] == 2 for c in analysis["comparisons"])
     third = run_stages(*open_plan(spec))
     assert third.stages["score"].done_now == 0

@@ -13,8 +13,8 @@ import pytest
 from matplotlib.figure import Figure
 from test_report import build_run, comp, non_numbers, sweep_records
 
-from harness.analysis import score_table
-from harness.records import JsonlStore
+from harness.analysis.table import score_table
+from harness.core.store import JsonlStore
 from harness.report import plots
 from harness.report.focus import sweep_points
 

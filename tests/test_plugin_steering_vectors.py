@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from harness.records import JsonlStore
-from harness.runner import open_plan, run_stages
+from harness.core.store import JsonlStore
+from harness.run.runner import open_plan, run_stages
 from harness.steering import BaseMethod, MethodParams
-from harness.steering.activation import resolve_pairs
+from harness.steering.methods.activation import resolve_pairs
 from harness.steering.vectors import load_pairs
 
 steering_vectors = pytest.importorskip(
@@ -66,16 +66,16 @@ def test_steering_vectors_library_through_the_plugin_api(make_spec, tmp_path: Pa
     plan, source = open_plan(spec)
     plan.spec.report.path = str(tmp_path / "r.md")
     run_stages(plan, source)  # the harness verifies the library restored the model
-    gens = JsonlStore(plan.path("generations")).read()
+    gens = JsonlStore(plan.run.generations).read()
     by_key = {(g["condition"], g["prompt_id"], g["seed"]): g["text"] for g in gens}
     sv = [k for k in by_key if k[0] == "sv_fear"]
     assert len(sv) == 6
     assert sum(by_key[k] != by_key[("baseline", *k[1:])] for k in sv) >= 3
-    analysis = json.loads(plan.path("analysis").read_text())
+    analysis = json.loads(plan.run.analysis.read_text())
     fear = next(
         c for c in analysis["comparisons"] if c["condition"] == "sv_fear" and c["metric"] == "fear"
     )
     assert fear["n"] == 6
-    manifest = json.loads(plan.path("manifest").read_text())
+    manifest = json.loads(plan.run.manifest.read_text())
     assert manifest["conditions"]["sv_fear"]["library"] == "steering-vectors"
     assert "sv_fear" in (tmp_path / "r.md").read_text()

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from test_report import build_run
 
+from harness.analysis.power import format_plan, power_rows
 from harness.cli import main
-from harness.planning import format_plan, power_rows
 from harness.stats import achieved_power, pairs_needed
 
 

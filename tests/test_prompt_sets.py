@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.prompt_sets import PromptSetError, load_prompts, text_id
-from harness.records import content_id
-from harness.spec import PromptSource
+from harness.config.prompts import PromptSetError, load_prompts, text_id
+from harness.config.spec import PromptSource
+from harness.core.ids import content_id
 
 
 def test_jsonl_with_ids(tmp_path: Path):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.records import JsonlStore
+from harness.core.store import JsonlStore
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 pytestmark = pytest.mark.slow

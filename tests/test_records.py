@@ -7,7 +7,9 @@ import json
 
 import pytest
 
-from harness.records import JsonlStore, StoreError, content_id
+from harness.core.errors import StoreError
+from harness.core.ids import content_id
+from harness.core.store import JsonlStore
 
 
 def test_content_id_is_sha256_of_canonical_json():

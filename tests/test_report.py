@@ -18,8 +18,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from harness.analysis import analyze_records
-from harness.report.markdown import RunData, fmt, fmt_p, load_run, render, write_report
+from harness.analysis.analyze import analyze_records
+from harness.report.data import RunData, load_run
+from harness.report.format import fmt, fmt_p
+from harness.report.markdown import render, write_report
 
 PROMPTS = [f"p{i}" for i in range(8)]
 SEEDS = [0, 1, 2]

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from harness.plan import build_plan, split_prompts
-from harness.prompt_sets import Prompt
-from harness.records import JsonlStore
-from harness.runner import open_plan, run_stages
-from harness.search import guard_passes, next_coefficient
-from harness.spec import Guard, SpecError, load_spec
+from harness.config.prompts import Prompt
+from harness.config.spec import Guard, SpecError, load_spec
+from harness.core.store import JsonlStore
+from harness.run.plan import build_plan, split_prompts
+from harness.run.runner import open_plan, run_stages
+from harness.run.search import guard_passes, next_coefficient
 
 SEARCH = """
 [conditions.search]
@@ -146,3 +146,53 @@ def test_search_plan_validates_candidate_layers(make_spec):
     assert any(
         p.startswith("conditions[0].params.layers: [9] out of range") for p in info.value.problems
     )
+
+
+def test_a_composite_condition_is_searched_like_an_activation_one(make_spec):
+    """Sweeps and searches ask the method for a condition at (layer, coefficient): a
+    composite says how (every library vector at that layer), so it can be searched."""
+    path = make_spec(n_prompts=6, seeds="[0]", max_new_tokens=4)
+    text = path.read_text() + '\n[[scorers]]\ntype = "fluency"\n'
+    text = text.replace(
+        '[[conditions]]\nname = "act"\nmethod = "activation"\n[conditions.params]\n'
+        'layers = [1]\ncoefficient = 4.0\nvector = { pairs = "fear" }\n',
+        '[vectors.fear]\npairs = "fear"\nlayers = [1]\n\n'
+        '[vectors.calm]\npairs = "calm"\nlayers = [0]\n\n'
+        '[[conditions]]\nname = "mix"\nmethod = "composite"\n[conditions.params]\n'
+        "weights = { fear = 1.0, calm = -0.5 }\n\n"
+        + SEARCH.strip().replace("steps = 3", "steps = 2")
+        + "\n\n",
+    )
+    path.write_text(text)
+    plan, source = open_plan(path)
+    assert [c.name for c in plan.pending_searches] == ["mix"]
+    run_stages(plan, source, ("generate",))
+    result = json.loads((Path(plan.run_dir) / "search" / "mix.json").read_text())
+    steps = [(t["layer"], t["step"]) for t in result["trajectory"]]
+    assert steps == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert result["trajectory"][0]["coefficient"] == 0.5
+    chosen = result["chosen"]
+    if chosen is None:  # no point passed the guard: the condition is left out
+        assert "mix" not in [c.name for c in build_plan(plan.spec, source, plan.run_dir).conditions]
+        return
+    mix = build_plan(plan.spec, source, plan.run_dir).condition("mix")
+    assert mix.params.layers == [chosen["layer"]]
+    assert mix.params.coefficient == chosen["coefficient"]
+    assert mix.method.steering_point().layers == [chosen["layer"]]
+    # each point steered both library vectors at the searched layer, none at its own
+    assert mix.params.weights == {"fear": 1.0, "calm": -0.5}
+    assert mix.method.layers_of("calm") == [chosen["layer"]]
+
+
+def test_a_method_that_cannot_move_is_refused_at_check(make_spec):
+    path = make_spec(n_prompts=6)
+    text = path.read_text().replace(
+        '[[conditions]]\nname = "persona"\nmethod = "prompt"\n[conditions.params]\n'
+        'instruction = "you are afraid ."\n',
+        '[[conditions]]\nname = "persona"\nmethod = "prompt"\n[conditions.params]\n'
+        'instruction = "you are afraid ."\n' + SEARCH,
+    )
+    path.write_text(text + '\n[[scorers]]\ntype = "fluency"\n')
+    with pytest.raises(SpecError) as info:
+        build_plan(load_spec(path), str(path))
+    assert any("method 'prompt' cannot be searched" in p for p in info.value.problems)

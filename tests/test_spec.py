@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.plan import build_plan
-from harness.spec import SpecError, load_spec
+from harness.config.spec import SpecError, load_spec
+from harness.run.plan import build_plan
 
 
 def _problems(path: Path, plan: bool = False) -> list[str]:

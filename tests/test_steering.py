@@ -7,15 +7,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.models import ModelLoadError, decoder_layers, load_model
-from harness.spec import ModelSpec
+from harness.config.spec import ModelSpec
+from harness.core.errors import VectorFileError
+from harness.model.loading import ModelLoadError, decoder_layers, load_model
 from harness.steering import METHODS, MethodContext
-from harness.steering.activation import ActivationParams, ActivationSteering
 from harness.steering.hooks import add_vector, capture_residual, edit_residual
+from harness.steering.methods.activation import ActivationParams, ActivationSteering
 from harness.steering.vectors import (
     ContrastPair,
     SteeringVector,
-    VectorFileError,
     extract_mean_difference,
     hidden_states,
     load_pairs,
@@ -188,4 +188,5 @@ def test_shipped_fear_pairs_load():
 def test_builtin_methods_come_from_entry_points():
     assert {"none", "activation", "prompt"} <= set(METHODS.names())
     assert METHODS.get("activation") is ActivationSteering
-    assert METHODS.get("harness.steering.activation:ActivationSteering") is ActivationSteering
+    dotted = "harness.steering.methods.activation:ActivationSteering"
+    assert METHODS.get(dotted) is ActivationSteering

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.analysis import analyze_records
-from harness.plan import build_plan
-from harness.runner import open_plan, run_stages
-from harness.spec import SpecError, load_spec
+from harness.analysis.analyze import analyze_records
+from harness.config.spec import SpecError, load_spec
+from harness.run.plan import build_plan
+from harness.run.runner import open_plan, run_stages
 
 SWEEP = """
 [conditions.sweep]
@@ -71,7 +71,7 @@ def test_sweep_run_records_points_in_analysis(make_spec, tmp_path: Path):
     plan, source = open_plan(path)
     plan.spec.report.path = str(tmp_path / "r.md")
     run_stages(plan, source)
-    analysis = json.loads(plan.path("analysis").read_text())
+    analysis = json.loads(plan.run.analysis.read_text())
     info = analysis["condition_info"]
     assert info["act@coefficient=1,layers=0"]["sweep"]["layer"] == 0
     assert "sweep" not in info["persona"]

@@ -18,17 +18,13 @@ import pytest
 from pydantic import Field
 
 from harness.cli import main
-from harness.validation import (
-    ValidationError,
-    auroc,
-    labels_metrics,
-    load_scorer_setup,
-    ratings_metrics,
-    render_markdown,
-    validate_scorer,
-)
-from judges import SCORERS
-from judges.base import ScorerContext, ScoreResult, ScorerParams, ScoringItem
+from harness.core.errors import ValidationError
+from harness.core.scoring import SCORERS, ScorerContext, ScoreResult, ScorerParams, ScoringItem
+from harness.report.validation import render_markdown
+from harness.stats import auroc
+from harness.validate import validate_scorer
+from harness.validate.metrics import labels_metrics, ratings_metrics
+from harness.validate.setup import load_scorer_setup
 
 # ---------------------------------------------------------------- independent references
 

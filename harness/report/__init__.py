@@ -1,7 +1,9 @@
-"""The markdown report and its figures.
+"""Reports: the run report's data (:mod:`.data`), the one formatter (:mod:`.format`), its
+sections, figures (:mod:`.figures`, :mod:`.plots`) and renderer (:mod:`.markdown`); the
+side-by-side comparison of runs (:mod:`.compare`); the scorer-validation markdown
+(:mod:`.validation`).
 
-``harness.report.markdown`` is imported first so that section modules importing its
-helpers at their top (``harness.report.sections``) work in any import order.
+A report reads stored artefacts only (analysis.json, the stores, spec.json, the
+manifest), never the model: it may import :mod:`harness.analysis`, :mod:`harness.stats`
+and :mod:`harness.core`, nothing that generates.
 """
-
-from harness.report import markdown as markdown

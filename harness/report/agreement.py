@@ -1,11 +1,12 @@
-"""Report section: agreement between scorers measuring the same trait (harness.agreement)."""
+"""Report section: agreement between scorers measuring the same trait
+(:mod:`harness.analysis.agreement`)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from harness.report.markdown import RunData
+from harness.report.data import RunData
+from harness.report.format import fmt, table
 
 
 def _reading(text: str) -> str:
@@ -14,8 +15,6 @@ def _reading(text: str) -> str:
 
 
 def _rho_cell(p: dict[str, Any]) -> str:
-    from harness.report.markdown import fmt
-
     text = fmt(p.get("spearman"))
     if p.get("ci_low") is not None and p.get("ci_high") is not None:
         text += f" [{fmt(p['ci_low'])}, {fmt(p['ci_high'])}]"
@@ -23,8 +22,6 @@ def _rho_cell(p: dict[str, Any]) -> str:
 
 
 def _by_condition_cell(p: dict[str, Any]) -> str:
-    from harness.report.markdown import fmt
-
     parts = []
     for cond, r in (p.get("by_condition") or {}).items():
         parts.append(f"`{cond}` {fmt(r.get('spearman'))} (n={r.get('n', 0)})")
@@ -32,8 +29,6 @@ def _by_condition_cell(p: dict[str, Any]) -> str:
 
 
 def section_agreement(run: RunData) -> str:
-    from harness.report.markdown import fmt, table
-
     data = run.analysis.get("agreement")
     pairs = (data or {}).get("pairs") if isinstance(data, dict) else None
     if not pairs:
@@ -83,7 +78,7 @@ def section_agreement(run: RunData) -> str:
         "α: Krippendorff's alpha (interval), only where both metrics declare the same scale. "
         "Reading: the sign by the interval, the strength by Cohen's conventions for a "
         "correlation (0.1 small, 0.3 medium, 0.5 large). "
-        "Definitions: `harness/agreement.py`.",
+        "Definitions: `harness/analysis/agreement.py`.",
         "",
         table(
             ["metric", "scorers", "n", "ρ [95% CI]", "ρ within condition", "α", "reading"],

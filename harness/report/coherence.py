@@ -1,15 +1,15 @@
 """Report section: coherence per condition and the trait delta among coherent pairs.
 
-Reads the ``coherence`` entry of analysis.json (:mod:`harness.coherence`); says nothing
+Reads the ``coherence`` entry of analysis.json (:mod:`harness.analysis.coherence`); says nothing
 when no scorer reported a ``coherence`` metric (the lexicon-only demo).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from harness.report.markdown import RunData
+from harness.report.data import RunData
+from harness.report.format import fmt, table
 
 
 def _pct(value: Any) -> str:
@@ -17,8 +17,6 @@ def _pct(value: Any) -> str:
 
 
 def section_coherence(run: RunData) -> str:
-    from harness.report.markdown import fmt, table
-
     data = run.analysis.get("coherence")
     if not isinstance(data, dict) or not data.get("sources"):
         return ""
@@ -67,7 +65,7 @@ def section_coherence(run: RunData) -> str:
             f"its baseline and its steered text score ≥ {thr} on coherence. Δ: mean paired "
             "difference steered − baseline, with a paired-t 95% interval. The kept pairs are "
             "selected on an outcome of the steering, so Δ among them describes that subset; "
-            "read it with the share kept. Definitions: `harness/coherence.py`.",
+            "read it with the share kept. Definitions: `harness/analysis/coherence.py`.",
             "",
             table(res_header, res_rows),
         ]

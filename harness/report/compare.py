@@ -10,15 +10,19 @@ generations.jsonl); no model is loaded.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.records import JsonlStore, utc_now
-from harness.report.focus import finite
-from harness.report.markdown import cell, fmt, table
+from harness.core.files import write_text_atomic
+from harness.core.ids import utc_now
+from harness.core.rundir import RunDir
+from harness.core.store import JsonlStore
+from harness.report import plots
+from harness.report.figures import FigureRef, asset_dir, slug
+from harness.report.format import cell, figure_md, fmt, table
+from harness.stats import finite_or_none
 
 __all__ = [
     "SORTS",
@@ -56,18 +60,20 @@ def load_entries(run_dirs: Sequence[Path]) -> list[RunEntry]:
         if d.resolve() in seen:
             continue
         seen.add(d.resolve())
-        apath = d / "analysis.json"
-        if not apath.exists():
-            raise FileNotFoundError(f"{d}: no analysis.json; run `steer-harness analyze {d}`")
-        analysis = json.loads(apath.read_text(encoding="utf-8"))
-        spath = d / "spec.json"
-        spec = json.loads(spath.read_text(encoding="utf-8"))["spec"] if spath.exists() else None
-        gpath = d / "generations.jsonl"
+        run = RunDir(d)
+        if not run.analysis.exists():
+            raise FileNotFoundError(
+                f"{d}: no {run.analysis.name}; run `steer-harness analyze {d}`"
+            )
+        analysis = json.loads(run.analysis.read_text(encoding="utf-8"))
+        spec = (
+            json.loads(run.spec.read_text(encoding="utf-8"))["spec"] if run.spec.exists() else None
+        )
         prompts = None
-        if gpath.exists():
+        if run.generations.exists():
             prompts = {
                 str(g["prompt_id"]): str(g.get("prompt", ""))
-                for g in JsonlStore(gpath).iter_dicts()
+                for g in JsonlStore(run.generations).iter_dicts()
             }
         label = str(spec["name"]) if spec else d.name
         entries.append(RunEntry(label, d, analysis, spec, prompts or None))
@@ -211,8 +217,8 @@ def _rows(entries: Iterable[RunEntry], metrics: Sequence[str] | None) -> list[Bo
         for c in e.analysis.get("comparisons", []):
             if metrics and str(c["metric"]) not in metrics:
                 continue
-            d = finite(c.get("cohens_d"))
-            lo, hi = finite(c.get("d_ci_low")), finite(c.get("d_ci_high"))
+            d = finite_or_none(c.get("cohens_d"))
+            lo, hi = finite_or_none(c.get("d_ci_low")), finite_or_none(c.get("d_ci_high"))
             out.append(
                 BoardRow(
                     e.label,
@@ -222,7 +228,7 @@ def _rows(entries: Iterable[RunEntry], metrics: Sequence[str] | None) -> list[Bo
                     int(c.get("n") or 0),
                     d,
                     (lo, hi) if lo is not None and hi is not None and d is not None else None,
-                    finite(c.get("seed_sd_d")),
+                    finite_or_none(c.get("seed_sd_d")),
                     str(c.get("verdict") or "no verdict"),
                     c,
                 )
@@ -262,8 +268,6 @@ def render_compare(
     figures: Mapping[str, Any] | None = None,
     sort: str = "d",
 ) -> str:
-    from harness.report.markdown import figure_md
-
     run_rows = []
     for e in entries:
         spec = e.spec or {}
@@ -356,9 +360,6 @@ def write_compare(
     metrics: Sequence[str] | None = None,
 ) -> Path:
     """Write the comparison report and its forest plot(s) next to it."""
-    from harness.report import plots
-    from harness.report.figures import FigureRef, asset_dir, slug
-
     entries = load_entries(run_dirs)
     boards = leaderboards(entries, sort, metrics)
     folder = asset_dir(out_path)
@@ -381,11 +382,7 @@ def write_compare(
         notes = [f"`{r.label}` · {r.group}: {r.note}" for r in frows if r.note and r.d is None]
         figures[key] = FigureRef(f"{folder.name}/{filename}", "Combined forest plot", notes)
     text = render_compare(entries, boards, figures, sort)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, out_path)
-    return out_path
+    return write_text_atomic(out_path, text)
 
 
 def _labeller(rows: Sequence[BoardRow]) -> Callable[[Mapping[str, Any]], str]:

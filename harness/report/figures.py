@@ -23,9 +23,10 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from harness.report import plots
+from harness.report.data import RunData
 from harness.report.focus import (
     condition_infos,
     dose_plans,
@@ -33,9 +34,7 @@ from harness.report.focus import (
     is_target,
     metric_order,
 )
-
-if TYPE_CHECKING:
-    from harness.report.markdown import RunData
+from harness.stats import finite_or_none
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +189,7 @@ def _pick_metrics(
             continue
         m = str(c["metric"])
         first = 0 if is_target(run, c, infos) or is_coherence(run, scorer, m) else 1
-        d = plots.finite(c.get("cohens_d"))
+        d = finite_or_none(c.get("cohens_d"))
         old = score[m]
         score[m] = (min(old[0], first), max(old[1], abs(d) if d is not None else 0.0))
     ranked = sorted(metrics, key=lambda m: (score[m][0], -score[m][1]))

@@ -1,10 +1,11 @@
 """Which comparisons a reader should see first: target metrics, coherence, sweep groups.
 
 A metric is a *target* of a condition when its name appears as a whole word in the
-condition's name, its sweep group, its contrastive pair set (``params.vector.pairs``) or a
-``trait``/``target`` parameter: ``fear_activation`` with pairs ``fear`` targets the
-metric ``fear`` of every scorer. Metric names are trait names by the scorer contract
-(``judges/base.py``), so this finds the intended trait without any extra configuration.
+condition's name, its sweep group, the trait names its method declares
+(``SteeringMethod.targets``: a contrastive pair set, library vectors, a ``trait`` or
+``target`` parameter) or its search trait: ``fear_activation`` with pairs ``fear`` targets
+the metric ``fear`` of every scorer. Metric names are trait names by the scorer contract
+(``harness/core/scoring.py``), so this finds the intended trait without extra configuration.
 A *coherence* metric is one named ``coherence`` (an LLM judge) or any metric of a scorer
 of type or name ``fluency``. Everything here reads stored records only.
 """
@@ -14,12 +15,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from harness.report.data import RunData
 from harness.stats import finite_or_none
-
-if TYPE_CHECKING:
-    from harness.report.markdown import RunData
 
 __all__ = [
     "DosePlan",
@@ -27,7 +26,6 @@ __all__ = [
     "condition_infos",
     "control_of",
     "dose_plans",
-    "finite",
     "is_coherence",
     "is_target",
     "layer_label",
@@ -39,10 +37,6 @@ __all__ = [
 ]
 
 MAX_DOSE_TRAITS = 4
-
-
-finite = finite_or_none
-"""``value`` as a float when it is a finite number, else None (one definition: harness.stats)."""
 
 
 @dataclass(frozen=True)
@@ -68,7 +62,7 @@ def layer_label(layer: int | tuple[int, ...] | None) -> str:
 def _layer(value: Any) -> int | tuple[int, ...] | None:
     if isinstance(value, bool) or value is None:
         return None
-    if isinstance(value, int | float) and finite(value) is not None:
+    if isinstance(value, int | float) and finite_or_none(value) is not None:
         return int(value)
     if isinstance(value, list | tuple) and value:
         items = [_layer(v) for v in value]
@@ -96,7 +90,7 @@ def sweep_points(
         sw = (info or {}).get("sweep")
         if not isinstance(sw, Mapping) or (conditions is not None and name not in conditions):
             continue
-        coef = finite(sw.get("coefficient"))
+        coef = finite_or_none(sw.get("coefficient"))
         group = str(sw.get("group") or name)
         groups.setdefault(group, [])
         if coef is None:
@@ -127,23 +121,33 @@ def _texts(condition: str, info: Mapping[str, Any]) -> list[str]:
     sweep = info.get("sweep")
     if isinstance(sweep, Mapping) and sweep.get("group"):
         texts.append(str(sweep["group"]))
-    params = info.get("params")
-    if isinstance(params, Mapping):
-        vector = params.get("vector")
-        if isinstance(vector, Mapping) and isinstance(vector.get("pairs"), str):
-            texts.append(vector["pairs"])
-        if isinstance(vector, str):  # a vector from the spec's [vectors] library, by name
-            texts.append(vector)
-        weights = params.get("weights")  # a composite's named vectors
-        if isinstance(weights, Mapping):
-            texts += [str(k) for k in weights]
-        for key in ("trait", "target"):
-            if isinstance(params.get(key), str):
-                texts.append(params[key])
+    targets = info.get("targets")  # what the method says it aims at (pairs, vectors, ...)
+    if isinstance(targets, list):
+        texts += [str(t) for t in targets]
+    else:
+        texts += _legacy_targets(info.get("params"))
     search = info.get("search")
     if isinstance(search, Mapping) and isinstance(search.get("trait"), str):
         texts.append(search["trait"].rsplit("/", 1)[-1])  # "lexicon/fear" -> "fear"
     return [t.lower() for t in texts]
+
+
+def _legacy_targets(params: Any) -> list[str]:
+    """Target hints of an analysis written before methods declared ``targets``: the
+    params' pair set, library vector name, composite weights, ``trait`` or ``target``."""
+    if not isinstance(params, Mapping):
+        return []
+    texts = []
+    vector = params.get("vector")
+    if isinstance(vector, Mapping) and isinstance(vector.get("pairs"), str):
+        texts.append(vector["pairs"])
+    if isinstance(vector, str):
+        texts.append(vector)
+    weights = params.get("weights")
+    if isinstance(weights, Mapping):
+        texts += [str(k) for k in weights]
+    texts += [params[k] for k in ("trait", "target") if isinstance(params.get(k), str)]
+    return texts
 
 
 def target_metrics(condition: str, info: Mapping[str, Any], metrics: Iterable[str]) -> list[str]:
@@ -158,10 +162,13 @@ def target_metrics(condition: str, info: Mapping[str, Any], metrics: Iterable[st
 
 
 def control_of(info: Mapping[str, Any]) -> str | None:
-    """The kind of control a condition is (``params.control``, e.g. ``"random"`` for a
-    random direction of the same norm), None for an ordinary condition."""
-    params = info.get("params")
-    control = params.get("control") if isinstance(params, Mapping) else None
+    """The kind of control a condition is (as its method declared it, e.g. ``"random"`` for
+    a random direction of the same norm), None for an ordinary condition."""
+    if "control" in info:
+        control = info.get("control")
+    else:  # an analysis written before methods declared their control kind
+        params = info.get("params")
+        control = params.get("control") if isinstance(params, Mapping) else None
     return str(control) if control and control != "none" else None
 
 
@@ -190,7 +197,7 @@ def is_target(run: RunData, c: Mapping[str, Any], infos: Mapping[str, Any] | Non
 def priority_key(c: Mapping[str, Any], target: bool) -> tuple[int, int, int, float]:
     """Sort key: targets first, then significant after Holm, then not significant, then not
     assessable; within each, by |d| (largest first), an undefined d last."""
-    d = finite(c.get("cohens_d"))
+    d = finite_or_none(c.get("cohens_d"))
     sig = c.get("significant_holm")
     return (
         0 if target else 1,
@@ -238,7 +245,7 @@ def dose_plans(run: RunData) -> list[DosePlan]:
             best: dict[tuple[str, str], float] = {}
             for c in comps:
                 k = (str(c["scorer"]), str(c["metric"]))
-                d = finite(c.get("cohens_d"))
+                d = finite_or_none(c.get("cohens_d"))
                 if c["condition"] in names and k not in coh and d is not None:
                     best[k] = max(best.get(k, 0.0), abs(d))
             traits = sorted(best, key=lambda k: -best[k])[:3]

@@ -28,7 +28,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.transforms import blended_transform_factory
 
-from harness.report.focus import SweepPoint, finite, layer_label, sweep_points
+from harness.core.files import write_atomic
+from harness.report.focus import SweepPoint, layer_label, sweep_points
+from harness.stats import finite_or_none
 
 __all__ = [
     "DistPanel",
@@ -44,7 +46,6 @@ __all__ = [
     "draw_distribution",
     "draw_dose",
     "draw_forest",
-    "finite",
     "forest_figure",
     "forest_rows",
     "save_figure",
@@ -63,9 +64,9 @@ median and the mean always use every value."""
 
 def save_figure(fig: Figure, path: Path) -> Path:
     """Write ``fig`` as a PNG (no timestamp or version metadata, so re-renders diff cleanly)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=110, metadata={"Software": None})
-    return path
+    return write_atomic(
+        path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, metadata={"Software": None})
+    )
 
 
 # --------------------------------------------------------------------------- forest plot
@@ -102,13 +103,13 @@ def forest_rows(
     groups: dict[str, list[ForestRow]] = {}
     for c in comparisons:
         group = f"{c['scorer']}/{c['metric']}"
-        d = finite(c.get("cohens_d"))
-        lo, hi = finite(c.get("d_ci_low")), finite(c.get("d_ci_high"))
+        d = finite_or_none(c.get("cohens_d"))
+        lo, hi = finite_or_none(c.get("d_ci_low")), finite_or_none(c.get("d_ci_high"))
         ci = (lo, hi) if lo is not None and hi is not None and d is not None else None
         seeds: list[tuple[int, float]] = []
         skipped: list[str] = []
         for s, sd in zip(c.get("seeds") or [], c.get("seed_d") or [], strict=False):
-            v = finite(sd)
+            v = finite_or_none(sd)
             if v is None:
                 skipped.append(str(s))
             else:
@@ -473,15 +474,20 @@ def dose_series(
             if c is None:
                 skipped.append(f"{where}: no {scorer}/{metric} comparison")
                 continue
-            delta = finite(c.get("delta"))
+            delta = finite_or_none(c.get("delta"))
             if delta is None:
                 skipped.append(f"{where}: no delta ({c.get('n', 0)} complete pairs)")
                 continue
-            se = finite(c.get("mixed_se"))
+            se = finite_or_none(c.get("mixed_se"))
             ci = (delta - Z95 * se, delta + Z95 * se) if se is not None else None
             pts.append(
                 DosePoint(
-                    p.condition, p.coefficient, delta, ci, finite(c.get("cohens_d")), int(c["n"])
+                    p.condition,
+                    p.coefficient,
+                    delta,
+                    ci,
+                    finite_or_none(c.get("cohens_d")),
+                    int(c["n"]),
                 )
             )
         out.append(DoseSeries(scorer, metric, layer, pts, skipped))

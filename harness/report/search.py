@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from harness.report.markdown import RunData, cell, fmt, table
+from harness.report.data import RunData
+from harness.report.format import cell, fmt, table
 
 
 def section_search(run: RunData) -> str:

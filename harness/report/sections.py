@@ -11,24 +11,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from harness.planning import PLANNING_D_Z, power_rows
+from harness.analysis.power import PLANNING_D_Z, power_rows
+from harness.report.data import RunData
 from harness.report.focus import (
     condition_infos,
     control_of,
     dose_plans,
-    finite,
     is_coherence,
     is_target,
     priority_key,
 )
-from harness.report.markdown import (
-    RunData,
-    by_scorer,
-    figure_md,
-    fmt,
-    table,
-)
-from harness.stats import pairs_needed
+from harness.report.format import by_scorer, figure_md, fmt, table
+from harness.stats import finite_or_none, pairs_needed
 
 __all__ = [
     "section_dose_response",
@@ -47,7 +41,7 @@ def _where(c: Mapping[str, Any]) -> str:
 
 
 def _d_ci(c: Mapping[str, Any]) -> str:
-    lo, hi = finite(c.get("d_ci_low")), finite(c.get("d_ci_high"))
+    lo, hi = finite_or_none(c.get("d_ci_low")), finite_or_none(c.get("d_ci_high"))
     return f"95% CI [{fmt(lo)}, {fmt(hi)}]" if lo is not None and hi is not None else ""
 
 
@@ -117,7 +111,9 @@ def section_summary(run: RunData) -> str:
             lines += [
                 "",
                 "Largest other significant effects (off-target): "
-                + "; ".join(f"{_where(c)} d = {fmt(finite(c.get('cohens_d')))}" for c in side[:3])
+                + "; ".join(
+                    f"{_where(c)} d = {fmt(finite_or_none(c.get('cohens_d')))}" for c in side[:3]
+                )
                 + more
                 + ".",
             ]
@@ -251,14 +247,14 @@ def section_robustness(run: RunData) -> str:
         return ""
 
     def ci(c: Mapping[str, Any], lo: str, hi: str, est: str | None = None) -> str:
-        a, b = finite(c.get(lo)), finite(c.get(hi))
-        head = fmt(finite(c.get(est))) if est else ""
+        a, b = finite_or_none(c.get(lo)), finite_or_none(c.get(hi))
+        head = fmt(finite_or_none(c.get(est))) if est else ""
         if a is None or b is None:
             return head or "n/a"
         return f"{head} [{fmt(a)}, {fmt(b)}]".strip()
 
     def mixed(c: Mapping[str, Any]) -> str:
-        est, se = finite(c.get("mixed_estimate")), finite(c.get("mixed_se"))
+        est, se = finite_or_none(c.get("mixed_estimate")), finite_or_none(c.get("mixed_se"))
         if est is None:
             return "n/a"
         txt = f"{fmt(est)} ± {fmt(se)}" if se is not None else fmt(est)
@@ -275,10 +271,10 @@ def section_robustness(run: RunData) -> str:
                 ci(c, "d_ci_low", "d_ci_high", "cohens_d"),
                 ci(c, "boot_ci_low", "boot_ci_high"),
                 ci(c, "meta_ci_low", "meta_ci_high", "meta_estimate"),
-                fmt(finite(c.get("meta_i2")), 0)
-                + ("%" if finite(c.get("meta_i2")) is not None else ""),
-                fmt(finite(c.get("hedges_g"))),
-                fmt(finite(c.get("delta"))),
+                fmt(finite_or_none(c.get("meta_i2")), 0)
+                + ("%" if finite_or_none(c.get("meta_i2")) is not None else ""),
+                fmt(finite_or_none(c.get("hedges_g"))),
+                fmt(finite_or_none(c.get("delta"))),
                 mixed(c),
                 _p(c.get("p_welch")),
                 _p(c.get("p_wilcoxon")),
@@ -318,7 +314,7 @@ def section_robustness(run: RunData) -> str:
 
 
 def _p(value: Any) -> str:
-    p = finite(value)
+    p = finite_or_none(value)
     if p is None:
         return "n/a"
     return "<0.001" if p < 0.001 else f"{p:.3f}"
@@ -356,7 +352,7 @@ def section_dose_response(run: RunData) -> str:
                 if c is None:
                     row.append("—")
                     continue
-                delta, d = finite(c.get("delta")), finite(c.get("cohens_d"))
+                delta, d = finite_or_none(c.get("delta")), finite_or_none(c.get("cohens_d"))
                 row.append("n/a" if delta is None else f"{fmt(delta)} ({fmt(d)})")
             rows.append(row)
         if not plan.points:

@@ -128,8 +128,17 @@ Wilcoxon, F. (1945). *Biometrics Bulletin* 1, 80-83.
 """
 
 from ._common import finite_or_none
-from .bootstrap import BootResult, cluster_bootstrap_d
+from .bootstrap import (
+    BootResult,
+    cluster_bootstrap,
+    cluster_bootstrap_d,
+    percentile_interval,
+    resample_counts,
+    resample_indices,
+)
+from .classification import auroc
 from .comparison import FIELDS, NULLABLE_FIELDS, TARGET_POWER, compare_paired, finalize
+from .correlation import krippendorff_alpha_interval, pearson, spearman
 from .effect_size import cohens_d, cohens_d_ci, d_z, hedges_g, hedges_j, pooled_sd, size_class
 from .meta import MetaResult, d_sampling_variance, dersimonian_laird
 from .mixed import DEFAULT_MIXED_METHODS, MixedResult, condition_effect_mixed
@@ -148,6 +157,8 @@ __all__ = [
     "achieved_power",
     "adjust_bh",
     "adjust_holm",
+    "auroc",
+    "cluster_bootstrap",
     "cluster_bootstrap_d",
     "cohens_d",
     "cohens_d_ci",
@@ -160,10 +171,16 @@ __all__ = [
     "finite_or_none",
     "hedges_g",
     "hedges_j",
+    "krippendorff_alpha_interval",
     "paired_t_p",
     "pairs_needed",
+    "pearson",
+    "percentile_interval",
     "pooled_sd",
+    "resample_counts",
+    "resample_indices",
     "size_class",
+    "spearman",
     "verdict_fields",
     "welch_p",
     "wilcoxon_p",

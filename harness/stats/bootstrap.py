@@ -1,4 +1,7 @@
-"""Cluster (prompt-level) bootstrap percentile interval for Cohen's d.
+"""The one bootstrap engine: resampling units (texts) or clusters (prompts) with
+replacement, and percentile intervals. Cohen's d (here), the agreement between scorers
+(:mod:`harness.analysis.agreement`) and scorer validation (:mod:`harness.validate`) all
+draw their resamples and intervals from these functions, under one RNG protocol.
 
 References
 ----------
@@ -31,7 +34,7 @@ rounding; zero pooled SD is decided exactly from per-prompt minima and maxima.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +42,14 @@ import numpy as np
 
 from ._common import REL_ZERO_SD, FloatArray, as_float_array, max_abs
 
-__all__ = ["BootResult", "cluster_bootstrap_d"]
+__all__ = [
+    "BootResult",
+    "cluster_bootstrap",
+    "cluster_bootstrap_d",
+    "percentile_interval",
+    "resample_counts",
+    "resample_indices",
+]
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,63 @@ class BootResult:
     seed: int
     k: int
     reason: str | None = None
+
+
+def resample_indices(k: int, n_resamples: int, seed: int) -> np.ndarray:
+    """(n_resamples x k) draws of unit indices 0..k-1 with replacement (protocol step 2)."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, k, size=(n_resamples, k))
+
+
+def resample_counts(idx: np.ndarray, k: int) -> np.ndarray:
+    """(rows x k) multiplicity of each unit in each resample of ``idx``, as floats."""
+    r = idx.shape[0]
+    flat = (np.arange(r)[:, None] * k + idx).reshape(-1)
+    return np.bincount(flat, minlength=r * k).reshape(r, k).astype(np.float64)
+
+
+def percentile_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of bootstrap values (numpy's default linear interpolation)."""
+    alpha = 1.0 - level
+    lo, hi = np.percentile(values, [100.0 * alpha / 2.0, 100.0 * (1.0 - alpha / 2.0)])
+    return float(lo), float(hi)
+
+
+def cluster_bootstrap(
+    statistic: Callable[[np.ndarray], float | None],
+    clusters: Sequence[Any],
+    n_resamples: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+    min_kept: int = 1,
+) -> BootResult:
+    """Percentile interval of any statistic over cluster resamples.
+
+    ``statistic(rows)`` receives the row indices of one resample (every row of each drawn
+    cluster, a cluster drawn twice contributing twice) and returns a number, or None when
+    undefined on that resample (dropped and counted). Clusters are ordered as in step 1 of
+    the protocol, so a cluster's rows are drawn exactly as in :func:`cluster_bootstrap_d`."""
+    labels = [str(c) for c in clusters]
+    uniq = sorted(set(labels))
+    k = len(uniq)
+    if n_resamples < 1:
+        return BootResult(None, None, 0, 0, seed, k, reason="n_resamples < 1")
+    pos = {c: i for i, c in enumerate(uniq)}
+    members: list[list[int]] = [[] for _ in uniq]
+    for i, c in enumerate(labels):
+        members[pos[c]].append(i)
+    arrays = [np.array(m, dtype=np.intp) for m in members]
+    kept = []
+    for row in resample_indices(k, n_resamples, seed):
+        value = statistic(np.concatenate([arrays[j] for j in row]))
+        if value is not None and math.isfinite(value):
+            kept.append(value)
+    n_dropped = n_resamples - len(kept)
+    if len(kept) < min_kept:
+        why = f"only {len(kept)} of {n_resamples} resamples had a defined value"
+        return BootResult(None, None, n_resamples, n_dropped, seed, k, reason=why)
+    lo, hi = percentile_interval(np.array(kept), level)
+    return BootResult(lo, hi, n_resamples, n_dropped, seed, k)
 
 
 def cluster_bootstrap_d(
@@ -109,8 +176,7 @@ def cluster_bootstrap_d(
     np.minimum.at(min_s, cid, s)
     np.maximum.at(max_s, cid, s)
 
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, k, size=(n_resamples, k))
+    idx = resample_indices(k, n_resamples, seed)
     shift = float(np.mean(s)) - float(np.mean(b))
     zero_sd = REL_ZERO_SD * max_abs(b, s)  # same zero rule as effect_size.pooled_sd
     d = np.empty(n_resamples, dtype=np.float64)
@@ -119,8 +185,7 @@ def cluster_bootstrap_d(
     for start in range(0, n_resamples, chunk):
         rows = idx[start : start + chunk]
         r = rows.shape[0]
-        flat = (np.arange(r)[:, None] * k + rows).reshape(-1)
-        counts = np.bincount(flat, minlength=r * k).reshape(r, k).astype(np.float64)
+        counts = resample_counts(rows, k)
         n = counts @ m
         mean_b = (counts @ sum_b) / n
         mean_s = (counts @ sum_s) / n
@@ -154,9 +219,7 @@ def cluster_bootstrap_d(
             k,
             reason=f"only {kept.size} of {n_resamples} resamples had a defined d",
         )
-    alpha = 1.0 - level
-    lo, hi = np.percentile(kept, [100.0 * alpha / 2.0, 100.0 * (1.0 - alpha / 2.0)])
-    lo_f, hi_f = float(lo), float(hi)
+    lo_f, hi_f = percentile_interval(kept, level)
     if not (math.isfinite(lo_f) and math.isfinite(hi_f)):  # pragma: no cover - defensive
         return BootResult(None, None, n_resamples, n_dropped, seed, k, reason="non-finite")
     return BootResult(lo_f, hi_f, n_resamples, n_dropped, seed, k)

@@ -1,18 +1,21 @@
-"""Steering methods: the protocol (:mod:`.base`), hooks, vectors, and one module per method."""
+"""Steering: the method protocol (:mod:`.base`), forward hooks on decoder layers
+(:mod:`.hooks`), steering vectors and their extraction (:mod:`.vectors`), the restore
+guarantee (:mod:`.restore`), many additive conditions in one batch (:mod:`.batched`), and
+one module per built-in method under :mod:`.methods`.
 
-from harness.registry import Registry
+It may import :mod:`harness.model`, :mod:`harness.config` and :mod:`harness.core`; the
+run builds on it. Judges, analysis and report never import it.
+"""
+
 from harness.steering.base import (
+    METHODS,
     BaseMethod,
     BatchInfo,
     MethodContext,
     MethodParams,
     NoSteering,
-    is_method_class,
-)
-from harness.steering.base import SteeringMethod as SteeringMethod
-
-METHODS: Registry[BaseMethod] = Registry(
-    "steering method", "steer_harness.methods", is_method_class
+    SteeringMethod,
+    SteeringPoint,
 )
 
 __all__ = [
@@ -23,4 +26,5 @@ __all__ = [
     "MethodParams",
     "NoSteering",
     "SteeringMethod",
+    "SteeringPoint",
 ]

@@ -17,6 +17,19 @@ condition share one code path:
 ``fingerprint()`` says what makes this condition's texts what they are; it enters every
 generation's content id (hash file contents, not paths).
 
+A method also declares, so that generic code never digs into its params:
+
+- ``additions()``: the vector it adds at each layer when its whole intervention is a
+  plain addition (``None`` otherwise), with ``positions`` saying where; such conditions
+  can share a forward pass (:mod:`harness.steering.batched`) and run in other engines;
+- ``targets()``: the trait names it aims at (its pair set, its library vectors), which
+  the report's Summary uses to pick the metrics to show first;
+- ``control()``: the kind of control it is (``"random"``), or None;
+- ``steering_point()`` and ``at(layer, coefficient)``: where and how hard it steers, and
+  the same condition at another layer and coefficient. Sweeps read the first for their
+  plots; a coefficient search needs the second, and a method without it cannot be
+  searched (``check`` says so).
+
 Methods are registered under the entry-point group ``steer_harness.methods`` or named in
 a spec by dotted path (``package.module:Class``).
 """
@@ -28,21 +41,29 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict
+import torch
+from pydantic import BaseModel
 
-if TYPE_CHECKING:
-    from harness.models import LoadedModel, ModelInfo
-    from harness.steering.sources import LibraryVector
+from harness.config.vectors import LibraryVector
+from harness.core.params import Strict
+from harness.core.registry import Registry
+from harness.model.chat import Message
+from harness.model.loading import LoadedModel, ModelInfo
+from harness.steering.hooks import Positions
 
-Message = dict[str, str]
 
-
-class MethodParams(BaseModel):
+class MethodParams(Strict):
     """Base for method parameters: unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid")
+
+@dataclass(frozen=True)
+class SteeringPoint:
+    """Where and how hard a condition steers: its layers and its coefficient."""
+
+    layers: list[int] | None
+    coefficient: float | None
 
 
 @dataclass(frozen=True)
@@ -77,6 +98,19 @@ class SteeringMethod(Protocol):
     def transform_messages(self, messages: list[Message]) -> list[Message]: ...
 
     def apply(self, lm: LoadedModel, batch: BatchInfo) -> Any: ...
+
+    def additions(self) -> dict[int, torch.Tensor] | None: ...
+
+    @property
+    def positions(self) -> Positions: ...
+
+    def targets(self) -> list[str]: ...
+
+    def control(self) -> str | None: ...
+
+    def steering_point(self) -> SteeringPoint | None: ...
+
+    def at(self, layer: int, coefficient: float) -> MethodParams | None: ...
 
 
 LogitsProcessor = Any
@@ -113,11 +147,43 @@ class BaseMethod:
     def logits_processor(self, lm: LoadedModel, batch: BatchInfo) -> LogitsProcessor | None:
         return None
 
+    def additions(self) -> dict[int, torch.Tensor] | None:
+        """The vector added at each layer, if the intervention is a plain addition that
+        neither rewrites prompts nor edits logits; None otherwise (the default)."""
+        return None
+
+    @property
+    def positions(self) -> Positions:
+        """The positions ``additions()`` apply to: prompt, generated or all tokens."""
+        return "all"
+
+    def targets(self) -> list[str]:
+        """Trait names this condition aims at; by default a ``trait`` or ``target`` param."""
+        out = []
+        for key in ("trait", "target"):
+            value = getattr(self.params, key, None)
+            if isinstance(value, str):
+                out.append(value)
+        return out
+
+    def control(self) -> str | None:
+        """The kind of control this condition is (e.g. ``"random"``), None by default."""
+        return None
+
+    def steering_point(self) -> SteeringPoint | None:
+        """Layers and coefficient of this condition; None for methods without them."""
+        return None
+
+    def at(self, layer: int, coefficient: float) -> MethodParams | None:
+        """These params moved to one ``layer`` and ``coefficient``; None when the method
+        cannot be moved (then it cannot be searched)."""
+        return None
+
 
 class NoSteering(BaseMethod):
     """The baseline: the model as it is. Runs through the same code path as every method."""
 
-    def additions(self) -> dict[int, Any]:
+    def additions(self) -> dict[int, torch.Tensor]:
         """Nothing added anywhere: the baseline can share a batch with additive conditions."""
         return {}
 
@@ -130,3 +196,10 @@ def is_method_class(obj: object) -> bool:
         and all(callable(getattr(obj, a, None)) for a in ("prepare", "apply", "fingerprint"))
         and callable(getattr(obj, "transform_messages", None))
     )
+
+
+METHODS: Registry[BaseMethod] = Registry(
+    "steering method", "steer_harness.methods", is_method_class
+)
+"""Steering methods by name: entry points of ``steer_harness.methods`` (ours included),
+names registered at run time, or dotted paths."""

@@ -13,15 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
+from harness.model.loading import LoadedModel
 from harness.steering.base import BaseMethod, BatchInfo, MethodContext, MethodParams
 from harness.steering.hooks import Positions, add_rows, edit_residual
-
-if TYPE_CHECKING:
-    from harness.models import LoadedModel
 
 
 def row_additions(method: Any) -> dict[int, torch.Tensor] | None:
@@ -29,20 +27,13 @@ def row_additions(method: Any) -> dict[int, torch.Tensor] | None:
 
     Only methods that neither rewrite prompts nor edit logits qualify, since rows of
     different conditions must share everything but the added vector."""
-    additions = getattr(method, "additions", None)
-    if additions is None:
-        return None
     if type(method).transform_messages is not BaseMethod.transform_messages:
         return None
     if getattr(type(method), "logits_processor", None) is not BaseMethod.logits_processor:
         return None
-    result = additions()
+    additions = getattr(method, "additions", None)
+    result = additions() if callable(additions) else None
     return None if result is None else dict(result)
-
-
-def positions_of(method: Any) -> Positions:
-    params = getattr(method, "params", None)
-    return getattr(params, "positions", "all")
 
 
 class RowwiseAddition(BaseMethod):
@@ -51,7 +42,11 @@ class RowwiseAddition(BaseMethod):
     def __init__(self, per_row: Sequence[dict[int, torch.Tensor]], positions: Positions):
         super().__init__(MethodParams(), MethodContext("combined"))
         self.per_row = list(per_row)
-        self.positions = positions
+        self._positions: Positions = positions
+
+    @property
+    def positions(self) -> Positions:
+        return self._positions
 
     @contextmanager
     def apply(self, lm: LoadedModel, batch: BatchInfo) -> Iterator[None]:

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from harness.core.errors import ModelNotRestoredError
 
-class ModelNotRestoredError(RuntimeError):
-    pass
+__all__ = ["ModelNotRestoredError", "ModelSnapshot", "snapshot", "verify"]
 
 
 @dataclass(frozen=True)

@@ -15,17 +15,19 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from harness.records import read_jsonl, utc_now
+from harness.core.errors import VectorFileError
+from harness.core.files import write_atomic
+from harness.core.ids import utc_now
+from harness.core.store import read_jsonl
+from harness.model.chat import build_messages, render
+from harness.model.loading import LoadedModel
 from harness.steering.hooks import Positions, add_vector, capture_residual, edit_residual
-
-if TYPE_CHECKING:
-    from harness.models import LoadedModel
 
 Aggregate = Literal["last", "mean"]
 PairTemplate = Literal["raw", "chat"]
@@ -41,10 +43,6 @@ class ContrastPair:
     id: str
     positive: str
     negative: str
-
-
-class VectorFileError(ValueError):
-    pass
 
 
 def load_pairs(path: Path) -> list[ContrastPair]:
@@ -75,13 +73,12 @@ class SteeringVector:
         return {i: float(v.float().norm()) for i, v in sorted(self.directions.items())}
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {
             f"layer.{i}": v.detach().float().cpu().contiguous() for i, v in self.directions.items()
         }
         meta = {"steer_harness": json.dumps(self.metadata, sort_keys=True)}
         meta["layers"] = ",".join(str(i) for i in self.layers)
-        save_file(tensors, str(path), metadata=meta)
+        write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
     @classmethod
     def load(cls, path: Path) -> SteeringVector:
@@ -224,8 +221,6 @@ def typical_norms(
     The first position of small Llama-style models is an attention sink whose hidden state
     can be a thousand times larger than the others'; counting it would inflate the norm,
     and with it every norm-relative coefficient, several-fold."""
-    from harness.generate import build_messages, render
-
     rendered = [render(lm, build_messages(t, lm.spec.system_prompt)) for t in texts]
     total = dict.fromkeys(layers, 0.0)
     count = 0

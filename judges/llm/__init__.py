@@ -7,7 +7,6 @@
 - :mod:`~judges.llm.cache`: the SQLite answer cache shared across runs
 - :mod:`~judges.llm.retry`: backoff, jitter and Retry-After
 - :mod:`~judges.llm.scorer`: the scorer that ties them together
-- :mod:`~judges.llm.fakeserver`: a local fake judge server for tests and benchmarks
 """
 
 from judges.llm.scorer import JudgeParams, JudgeScorer

@@ -23,7 +23,7 @@ with candidates written as ``" k"``. Candidate tokens are taken from tokenising 
 candidate together when that keeps the prompt's tokens as a prefix (so merges at the
 boundary are the tokenizer's own), else from tokenising the candidate alone.
 
-The model is loaded with :func:`harness.models.load_model` (aliases, GGUF, device and
+The model is loaded with :func:`harness.model.loading.load_model` (aliases, GGUF, device and
 dtype rules, manifest fingerprint), on the first call that misses the cache only.
 """
 
@@ -35,7 +35,10 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from harness.spec import SpecError
+from harness.config.spec import ModelSpec
+from harness.core.errors import ModelLoadError, SpecError
+from harness.model.device import pick_device, pick_dtype
+from harness.model.loading import load_model
 from judges.llm.aggregation import MAX_SCORE
 from judges.llm.retry import FatalJudgeError, JudgeCallError
 
@@ -194,8 +197,6 @@ class HFProvider:
 
     @property
     def identity(self) -> dict[str, Any]:
-        from harness.models import pick_device, pick_dtype
-
         dtype = str(pick_dtype(self.dtype, pick_device(self.device))).removeprefix("torch.")
         return {
             "provider": self.name,
@@ -207,9 +208,6 @@ class HFProvider:
     def _load(self) -> HFJudgeModel:
         """Load once; a model that cannot be loaded or cannot spell numbers stops the run."""
         if self._judge is None:
-            from harness.models import ModelLoadError, load_model
-            from harness.spec import ModelSpec
-
             spec = ModelSpec(
                 id=self.model,
                 revision=self.revision,

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from harness.spec import SpecError
+from harness.core.errors import SpecError
 
 T = TypeVar("T")
 

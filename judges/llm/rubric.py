@@ -26,6 +26,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.config.paths import resolve_data_path
+from prompts import data_path
+
 PLACEHOLDER_RE = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 TAG_LOOKALIKE_RE = re.compile(r"<(?=\s*/?\s*(?:question|response)\b)", re.IGNORECASE)
 KNOWN = frozenset({"trait", "definition", "question", "response"})
@@ -112,12 +115,8 @@ def check_template(kind: str, text: str, source: str) -> list[str]:
 
 def load_rubric(kind: str, value: str, base_dir: Path) -> Rubric:
     """A built-in rubric (``trait``/``coherence``) or a template file; checked."""
-    from harness.spec import resolve_data_path
-
     rel = BUILTIN_TEMPLATES.get(value)
     if rel is not None:
-        from prompts import data_path
-
         path: Path | None = data_path(rel)
         source = value
     else:
@@ -137,7 +136,5 @@ def load_rubric(kind: str, value: str, base_dir: Path) -> Rubric:
 
 def builtin_definitions() -> dict[str, str]:
     """The shipped one-sentence trait definitions (``prompts/judges/traits.json``)."""
-    from prompts import data_path
-
     data = json.loads(data_path("judges/traits.json").read_text(encoding="utf-8"))
     return {str(k): str(v) for k, v in data.items()}

@@ -4,7 +4,7 @@ Why a judge: lexicon counts miss most of what steering changes; an LLM judge rea
 text. Why two rubrics: a trait judge alone rewards "steering" that merely breaks the text
 (a looping "afraid afraid afraid" is very fearful), so every text also gets a coherence
 score and the analysis reports the trait effect among coherent texts
-(:mod:`harness.coherence`).
+(:mod:`harness.analysis.coherence`).
 
 One scoring call of a batch:
 
@@ -46,11 +46,11 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from judges.base import ScorerContext, ScoreResult, ScorerParams, ScoringItem
+from harness.core.scoring import ScorerContext, ScoreResult, ScorerParams, ScoringItem
 from judges.llm.aggregation import expected_score, summarize_samples
 from judges.llm.cache import JudgeCache, NullCache, cache_key, default_cache_path
-from judges.llm.hf import ChatTemplate, DType
-from judges.llm.providers import Provider, redact
+from judges.llm.hf import ChatTemplate, DType, HFProvider
+from judges.llm.providers import AnthropicProvider, OpenAIProvider, Provider, redact
 from judges.llm.retry import (
     FatalJudgeError,
     JudgeCallError,
@@ -331,8 +331,6 @@ class JudgeScorer:
         p = self.params
         if p.provider == "hf":
             return self._hf_provider().identity
-        from judges.llm.providers import AnthropicProvider, OpenAIProvider
-
         default = (OpenAIProvider if p.provider == "openai" else AnthropicProvider).default_base_url
         return {"provider": p.provider, "base_url": p.base_url or default}
 
@@ -375,8 +373,6 @@ class JudgeScorer:
 
     def _hf_provider(self) -> Provider:
         if self._hf is None:
-            from judges.llm.hf import HFProvider
-
             p = self.params
             self._hf = HFProvider(
                 model=p.model,

@@ -1,0 +1,91 @@
+"""Prompt sets from JSONL, CSV, or any `datasets` dataset, with ids stable across runs.
+
+An id comes from the id column when there is one (``id_field``, or a column named ``id``),
+and is otherwise a hash of the prompt's text, so the same prompt gets the same id in every
+run and every file order.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.config.spec import PromptSource
+from harness.core.errors import PromptSetError
+from harness.core.ids import content_id
+from harness.core.store import read_jsonl
+
+
+@dataclass(frozen=True)
+class Prompt:
+    id: str
+    text: str
+
+
+def text_id(text: str) -> str:
+    return "p-" + content_id(text, 12)
+
+
+def _rows_from_file(path: Path) -> Iterable[tuple[str, Mapping[str, Any]]]:
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        for lineno, obj in read_jsonl(path, PromptSetError):
+            yield f"{path}:{lineno}", obj
+    elif suffix in (".csv", ".tsv"):
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ",")
+            for lineno, row in enumerate(reader, start=2):
+                yield f"{path}:{lineno}", row
+    else:
+        raise PromptSetError(f"{path}: unknown prompt file type '{suffix}'; use .jsonl or .csv")
+
+
+def _rows_from_dataset(src: PromptSource) -> Iterable[tuple[str, Mapping[str, Any]]]:
+    import datasets
+
+    assert src.dataset is not None
+    local = Path(src.dataset)
+    try:
+        saved = ("dataset_info.json", "state.json", "dataset_dict.json")
+        if local.is_dir() and any((local / name).exists() for name in saved):
+            ds: Any = datasets.load_from_disk(str(local))
+            if isinstance(ds, datasets.DatasetDict):
+                ds = ds[src.split]
+        else:
+            ds = datasets.load_dataset(src.dataset, src.subset, split=src.split)
+    except Exception as exc:  # datasets raises many kinds
+        raise PromptSetError(f"prompts.dataset: cannot load '{src.dataset}' ({exc})") from exc
+    for i, row in enumerate(ds):
+        yield f"{src.dataset}[{src.split}][{i}]", row
+
+
+def load_prompts(src: PromptSource) -> list[Prompt]:
+    """The prompts of a spec, in file order, ids checked for duplicates."""
+    rows = _rows_from_file(Path(src.file)) if src.file else _rows_from_dataset(src)
+    prompts: list[Prompt] = []
+    seen: dict[str, str] = {}
+    for where, row in rows:
+        if src.text_field not in row:
+            raise PromptSetError(
+                f"{where}: no '{src.text_field}' field (has: {', '.join(map(str, row))}); "
+                "set prompts.text_field"
+            )
+        text = str(row[src.text_field] or "").strip()
+        if not text:
+            raise PromptSetError(f"{where}: empty prompt text")
+        id_col = src.id_field or ("id" if "id" in row else None)
+        if src.id_field and src.id_field not in row:
+            raise PromptSetError(f"{where}: no id field '{src.id_field}'; set prompts.id_field")
+        pid = str(row[id_col]) if id_col else text_id(text)
+        if pid in seen:
+            raise PromptSetError(f"{where}: duplicate prompt id '{pid}' (first at {seen[pid]})")
+        seen[pid] = where
+        prompts.append(Prompt(pid, text))
+        if src.limit and len(prompts) >= src.limit:
+            break
+    if not prompts:
+        raise PromptSetError("the prompt set is empty")
+    return prompts

@@ -1,0 +1,51 @@
+"""Resolving a scorer named in a spec: registry lookup, typed params, the scorer's own
+checks and its content key. One path for runs (``run.plan``) and ``validate-scorer``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from harness.config.spec import describe_errors, format_loc
+from harness.core.ids import content_id
+from harness.core.registry import RegistryError
+from harness.core.scoring import SCORERS, ScorerContext, ScorerParams
+
+
+@dataclass
+class ResolvedScorer:
+    name: str
+    """The label in records (the spec's ``name``, default its type)."""
+    type_name: str
+    scorer_cls: type[Any]
+    params: ScorerParams
+    key: str
+    """Content id of (type, params): a score record's ``scorer_key``."""
+
+    def build(self, context: ScorerContext) -> Any:
+        """Construct the scorer (it may load a model now)."""
+        factory: Any = self.scorer_cls
+        return factory(self.params, context)
+
+
+def resolve_scorer(
+    type_: str, name: str, raw_params: dict[str, Any], base_dir: Path, loc: tuple[int | str, ...]
+) -> tuple[ResolvedScorer | None, list[str]]:
+    """The scorer, or None and every problem, each naming its field (``loc`` is where the
+    scorer's table sits, e.g. ``("scorers", 0)``)."""
+    where = format_loc(loc)
+    try:
+        cls = SCORERS.get(type_)
+    except RegistryError as exc:
+        return None, [f"{where}.type: {exc}"]
+    try:
+        params = cls.Params.model_validate(raw_params)
+    except ValidationError as exc:
+        return None, describe_errors(exc, cls.Params, (*loc, "params"))
+    check = getattr(cls, "check", None)
+    problems = [f"{where}.{p}" for p in check(params, base_dir)] if check is not None else []
+    key = content_id({"type": type_, "params": params.model_dump(mode="json")})
+    return ResolvedScorer(name, type_, cls, params, key), problems

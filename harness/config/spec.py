@@ -1,0 +1,413 @@
+"""The benchmark spec: pydantic models, TOML/YAML loading, and errors a user can act on.
+
+Validation happens in two passes, both before any work starts:
+
+1. :func:`load_spec` parses the file and checks structure, types and files on disk.
+2. :func:`harness.run.plan.build_plan` (needs plug-ins and the model's config, not its
+   weights) checks method and scorer names and parameters, and layer indices.
+
+Every problem is reported at once, each naming the file, the field path (e.g.
+``conditions[1].params.layers``), what is allowed, and the closest valid name.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from harness.config.paths import resolve_data_path
+from harness.config.vectors import LibraryVector
+from harness.core.errors import SpecError
+from harness.core.params import Strict
+from harness.core.registry import closest
+
+
+class ModelSpec(Strict):
+    id: str = Field(
+        "smollm2-135m",
+        description="HF hub id, local path, or embedded alias (smollm2-135m).",
+    )
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
+    gguf_file: str | None = Field(None, description="GGUF file inside the model folder or repo.")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps.")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    chat_template: Literal["auto", "on", "off"] = Field(
+        "auto", description="auto: use the tokenizer's chat template when it has one."
+    )
+    system_prompt: str | None = Field(
+        None, description="System message for every condition (methods may replace it)."
+    )
+    trust_remote_code: bool = False
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v):
+            raise ValueError("device must be one of auto, cpu, cuda, cuda:N, mps")
+        return v
+
+
+class PromptSource(Strict):
+    file: str | None = Field(None, description="JSONL or CSV file with a text and an id column.")
+    dataset: str | None = Field(None, description="A `datasets` hub id or local path.")
+    subset: str | None = Field(None, description="Dataset configuration name.")
+    split: str = "train"
+    text_field: str = "text"
+    id_field: str | None = Field(None, description="Column of stable ids; default: hash of text.")
+    limit: int | None = Field(None, gt=0, description="Use only the first N prompts.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> PromptSource:
+        if (self.file is None) == (self.dataset is None):
+            raise ValueError("give exactly one of prompts.file or prompts.dataset")
+        return self
+
+
+class GenerationSpec(Strict):
+    max_new_tokens: int = Field(48, gt=0)
+    sampling: bool = Field(True, description="false: greedy decoding.")
+    temperature: float = Field(0.7, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0, description="0 disables top-k.")
+    batch_size: int = Field(16, gt=0)
+    conditions_per_batch: int = Field(
+        1,
+        gt=0,
+        description=(
+            "Stack up to this many additive conditions (activation add, composite, baseline) "
+            "in one forward pass, each row with its own vector."
+        ),
+    )
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError("seeds must be unique")
+        return v
+
+    def decoding(self) -> dict[str, Any]:
+        """The settings that determine a text, part of every content id."""
+        d: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "sampling": self.sampling}
+        if self.sampling:
+            d |= {"temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k}
+        return d
+
+
+NAME_RE = r"[A-Za-z0-9][A-Za-z0-9_.\-]*"
+
+
+class Guard(Strict):
+    """A coherence bound a search point must meet: one of min, max, min_ratio, max_ratio.
+
+    Ratios are to the baseline's mean on the same selection texts (e.g. perplexity at most
+    1.5 times the unsteered model's)."""
+
+    metric: str = Field(
+        description="scorer/metric, e.g. 'fluency/perplexity' or 'judge/coherence'."
+    )
+    min: float | None = None
+    max: float | None = None
+    min_ratio: float | None = None
+    max_ratio: float | None = None
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> Guard:
+        bounds = [self.min, self.max, self.min_ratio, self.max_ratio]
+        if sum(b is not None for b in bounds) != 1:
+            raise ValueError("give exactly one of min, max, min_ratio, max_ratio")
+        if "/" not in self.metric:
+            raise ValueError("metric must be 'scorer/metric'")
+        return self
+
+
+class SearchSpec(Strict):
+    """Adaptive coefficient search per layer, on the selection split of the prompts."""
+
+    layers: list[int] | None = Field(None, description="Candidate layers; default the params'.")
+    start: float = Field(gt=0, description="First coefficient (in the condition's mode).")
+    factor: float = Field(2.0, gt=1, description="Multiply up while valid, divide otherwise.")
+    steps: int = Field(5, ge=1, description="Evaluations per layer.")
+    trait: str = Field(description="scorer/metric whose delta against the baseline to push.")
+    direction: Literal["increase", "decrease"] = "increase"
+    guards: list[Guard] = Field(min_length=1)
+    seeds: list[int] | None = Field(
+        None, description="Seeds used while searching; default the first."
+    )
+
+    @field_validator("trait")
+    @classmethod
+    def _trait(cls, v: str) -> str:
+        if "/" not in v:
+            raise ValueError("trait must be 'scorer/metric', e.g. 'lexicon/fear'")
+        return v
+
+
+class SplitSpec(Strict):
+    selection_fraction: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description=(
+            "Share of prompts used to choose settings by search (never reported); the rest "
+            "is held out, and every condition is reported on it."
+        ),
+    )
+
+
+class ConditionSpec(Strict):
+    # Sweep points get generated names such as "fear@coefficient=2,layers=8".
+    name: str = Field(pattern=r"[A-Za-z0-9][A-Za-z0-9_.\-@=,+]*")
+    method: str = Field(description="A registered steering method or 'package.module:Class'.")
+    params: dict[str, Any] = Field(default_factory=dict)
+    sweep: dict[str, list[Any]] | None = Field(
+        None, description="Grid over params, e.g. {coefficient = [2, 4], layers = [8, 10]}."
+    )
+    search: SearchSpec | None = Field(
+        None, description="Choose layer and coefficient on the selection split of the prompts."
+    )
+
+    @field_validator("sweep")
+    @classmethod
+    def _sweep(cls, v: dict[str, list[Any]] | None) -> dict[str, list[Any]] | None:
+        if v is not None:
+            empty = [k for k, values in v.items() if not values]
+            if not v or empty:
+                raise ValueError(f"a sweep needs at least one value per swept param ({empty})")
+        return v
+
+    @model_validator(mode="after")
+    def _sweep_or_search(self) -> ConditionSpec:
+        if self.sweep and self.search:
+            raise ValueError("a condition can have a sweep or a search, not both")
+        return self
+
+
+class ScorerSpec(Strict):
+    type: str = Field(description="A registered scorer or 'package.module:Class'.")
+    name: str | None = Field(None, pattern=NAME_RE, description="Label in records; default type.")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return self.name or self.type
+
+
+class AnalysisSpec(Strict):
+    bootstrap_resamples: int = Field(2000, ge=0)
+    bootstrap_seed: int = 0
+    coherence_threshold: float = Field(
+        50.0,
+        description="Texts scoring below it on a `coherence` metric count as incoherent "
+        "(harness/analysis/coherence.py).",
+    )
+
+
+class ReportSpec(Strict):
+    path: str | None = Field(None, description="Default: reports/<name>.md")
+    samples: int = Field(3, ge=0, description="Sample generations shown per condition.")
+    max_sample_chars: int = Field(400, gt=0)
+
+
+class Spec(Strict):
+    name: str = Field(pattern=NAME_RE)
+    description: str = ""
+    output_dir: str | None = Field(None, description="Run directory; default runs/<name>.")
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    prompts: PromptSource
+    generation: GenerationSpec = Field(default_factory=GenerationSpec)
+    vectors: dict[str, LibraryVector] = Field(
+        default_factory=dict, description="Named steering vectors that conditions refer to."
+    )
+    baseline: ConditionSpec = Field(
+        default_factory=lambda: ConditionSpec(name="baseline", method="none")
+    )
+    conditions: list[ConditionSpec] = Field(min_length=1)
+    scorers: list[ScorerSpec] = Field(min_length=1)
+    split: SplitSpec = Field(default_factory=SplitSpec)
+    analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
+    report: ReportSpec = Field(default_factory=ReportSpec)
+
+    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+    """Folder that relative paths inside method and scorer params resolve against."""
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Spec:
+        bad = [c.name for c in self.all_conditions if not re.fullmatch(NAME_RE, c.name)]
+        if bad:
+            raise ValueError(f"condition names may use letters, digits, '_', '.', '-': {bad}")
+        names = [self.baseline.name] + [c.name for c in self.conditions]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"condition names must be unique (baseline included): {dupes}")
+        labels = [s.label for s in self.scorers]
+        dupes = sorted({n for n in labels if labels.count(n) > 1})
+        if dupes:
+            raise ValueError(f"scorer names must be unique; set `name` to tell them apart: {dupes}")
+        for c in self.conditions:
+            if c.search is None:
+                continue
+            for ref in [c.search.trait, *(g.metric for g in c.search.guards)]:
+                scorer = ref.split("/", 1)[0]
+                if scorer not in labels:
+                    hint = closest(scorer, labels)
+                    raise ValueError(
+                        f"condition '{c.name}': search refers to scorer '{scorer}', which is not "
+                        f"among the spec's scorers ({', '.join(labels)})"
+                        + (f"; did you mean '{hint}'?" if hint else "")
+                    )
+        return self
+
+    @property
+    def has_search(self) -> bool:
+        return any(c.search is not None for c in self.conditions)
+
+    @property
+    def all_conditions(self) -> list[ConditionSpec]:
+        return [self.baseline, *self.conditions]
+
+
+def format_loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _unwrap(annotation: Any) -> Any:
+    """The BaseModel class inside list[...] / X | None / dict[..., X], if any."""
+    origin = typing.get_origin(annotation)
+    if origin is None:
+        return annotation
+    for arg in typing.get_args(annotation):
+        inner = _unwrap(arg)
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            return inner
+    return annotation if origin not in (list, dict, types.UnionType, typing.Union) else None
+
+
+def model_at(root: type[BaseModel], loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The pydantic model class that owns the field at ``loc`` (skipping list indices)."""
+    current: Any = root
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        field = current.model_fields.get(part)
+        if field is None:
+            return None
+        current = _unwrap(field.annotation)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def describe_errors(
+    exc: ValidationError, root: type[BaseModel], prefix: tuple[int | str, ...] = ()
+) -> list[str]:
+    """Turn pydantic errors into lines naming the field, the allowed values and a guess."""
+    problems = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        where = format_loc(prefix + loc)
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            owner = model_at(root, loc[:-1])
+            allowed = sorted(owner.model_fields) if owner else []
+            key = str(loc[-1])
+            msg = f"{where}: unknown key '{key}'"
+            if allowed:
+                msg += f"; allowed keys: {', '.join(allowed)}"
+                hint = closest(key, allowed)
+                if hint:
+                    msg += f"; did you mean '{hint}'?"
+            problems.append(msg)
+        elif kind == "literal_error":
+            expected = re.findall(r"'([^']*)'", str(err.get("ctx", {}).get("expected", "")))
+            msg = f"{where}: {err['msg']} (got {err.get('input')!r})"
+            hint = closest(str(err.get("input")), expected)
+            if hint:
+                msg += f"; did you mean '{hint}'?"
+            problems.append(msg)
+        elif kind == "missing":
+            problems.append(f"{where}: required field is missing")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{where}: {msg} (got {err.get('input')!r})")
+    return problems
+
+
+def parse_file(path: Path) -> dict[str, Any]:
+    """Read TOML or YAML into a dict, with the file named in any syntax error."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(str(path), ["file not found"]) from None
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".toml":
+            data: Any = tomllib.loads(text)
+        elif suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text)
+        elif suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise SpecError(str(path), [f"unknown spec format '{suffix}'; use .toml or .yaml"])
+    except (tomllib.TOMLDecodeError, yaml.YAMLError, ValueError) as exc:
+        if isinstance(exc, SpecError):
+            raise
+        raise SpecError(str(path), [f"cannot parse: {exc}"]) from exc
+    if not isinstance(data, dict):
+        raise SpecError(str(path), ["the spec must be a table/mapping at the top level"])
+    return data
+
+
+def validate_spec(data: dict[str, Any], source: str, base_dir: Path) -> Spec:
+    """Structure, types and files; raises SpecError listing every problem."""
+    try:
+        spec = Spec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(source, describe_errors(exc, Spec)) from None
+    problems = []
+    if spec.prompts.file is not None:
+        found = resolve_data_path(spec.prompts.file, base_dir)
+        if found is None:
+            problems.append(
+                f"prompts.file: '{spec.prompts.file}' not found (looked next to the spec in "
+                f"{base_dir} and among the shipped prompt files); fix the path"
+            )
+        else:
+            spec.prompts.file = str(found)
+    if spec.prompts.dataset is not None:
+        local = resolve_data_path(spec.prompts.dataset, base_dir)
+        if local is not None:
+            spec.prompts.dataset = str(local)
+    if problems:
+        raise SpecError(source, problems)
+    spec._base_dir = base_dir
+    return spec
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Load and validate a spec file. Relative data paths resolve against its folder."""
+    p = Path(path)
+    data = parse_file(p)
+    return validate_spec(data, str(p), p.resolve().parent)

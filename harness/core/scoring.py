@@ -1,0 +1,174 @@
+"""The scorer protocol: the one contract every scorer (lexicon, classifier, LLM judge) meets.
+
+A scorer turns a batch of texts into, per text and per metric, either a number or a null
+with a reason. A failure is never mapped to 0: a 0 would bias every mean downward, while
+a null drops the pair from the statistics and is counted.
+
+Metric names are trait names where the metric measures a trait (``fear``, ``joy``), so
+that scorers measuring the same trait can be compared with each other by name.
+
+Scorers are plain classes registered under the entry-point group
+``steer_harness.scorers`` (or named by dotted path in a spec). The harness constructs
+them as ``cls(params, context)`` where ``params`` is an instance of the class's
+``Params`` pydantic model, validated when the spec loads, before any work starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from pydantic import BaseModel
+
+from harness.core.params import Strict
+from harness.core.registry import Registry
+
+
+class ScorerParams(Strict):
+    """Base for scorer parameter models: unknown keys are errors, not silently ignored."""
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """One metric's outcome for one text: a finite number, or None with a reason."""
+
+    value: float | None
+    reason: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.value is None:
+            if not self.reason:
+                raise ValueError("a null score needs a reason")
+        elif not math.isfinite(self.value):
+            raise ValueError(f"score must be finite, got {self.value}; return a null instead")
+
+    @classmethod
+    def ok(cls, value: float, **extra: Any) -> ScoreResult:
+        return cls(float(value), None, extra)
+
+    @classmethod
+    def null(cls, reason: str, **extra: Any) -> ScoreResult:
+        return cls(None, reason, extra)
+
+    @classmethod
+    def failed(cls, reason: str, **extra: Any) -> ScoreResult:
+        """A null from a transient failure (a call that timed out, a server error): recorded
+        as null with its reason, and scored again when the run is re-run."""
+        return cls(None, reason, {**extra, RETRY_KEY: True})
+
+
+RETRY_KEY = "retry"
+"""In a null score's ``extra``: the failure was transient, a re-run should try again."""
+
+
+def is_final(record: Mapping[str, Any]) -> bool:
+    """Whether a stored score record is done (a value, or a null that retrying won't fix)."""
+    return not (record.get("value") is None and (record.get("extra") or {}).get(RETRY_KEY))
+
+
+@dataclass(frozen=True)
+class ScoringItem:
+    """What a scorer sees of one generation."""
+
+    text: str
+    """The generated response (without the prompt)."""
+    prompt: str
+    """The user's prompt as written in the prompt set (never the persona or template)."""
+    item_id: str
+    """The generation record's content id."""
+    condition: str
+
+
+@dataclass(frozen=True)
+class ScorerContext:
+    """What the harness tells a scorer about where it runs."""
+
+    run_dir: Path | None = None
+    """The run directory (a place for caches); None outside a run."""
+    base_dir: Path = field(default_factory=Path.cwd)
+    """Folder that relative paths in params resolve against (the spec's folder)."""
+    generator_model: Mapping[str, Any] = field(default_factory=dict)
+    """The run's model section, for scorers that need the unsteered generator."""
+    device: str | None = None
+    load_generator: Callable[[], Any] | None = None
+    """Returns the run's generator, already loaded when the run generated texts, so a
+    scorer that needs it does not load a second copy. The model is unsteered here."""
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """A batch of texts in; per text, a mapping metric -> ScoreResult out.
+
+    Implement ``score`` (synchronous, local scorers) or ``ascore`` (async, remote judges);
+    the runner picks whichever exists, batches by ``batch_size`` and shows progress.
+    """
+
+    Params: ClassVar[type[ScorerParams]]
+
+    @property
+    def metrics(self) -> Sequence[str]: ...
+
+    batch_size: int
+
+
+def is_scorer_class(obj: object) -> bool:
+    """Whether a resolved registry entry looks like a scorer class."""
+    return (
+        inspect.isclass(obj)
+        and isinstance(getattr(obj, "Params", None), type)
+        and issubclass(getattr(obj, "Params"), BaseModel)  # noqa: B009 (mypy: obj is a type)
+        and (callable(getattr(obj, "score", None)) or callable(getattr(obj, "ascore", None)))
+    )
+
+
+def check_results(
+    scorer_name: str, metrics: Sequence[str], items: Sequence[ScoringItem], results: Any
+) -> list[dict[str, ScoreResult]]:
+    """Validate a scorer's output shape so a buggy plug-in fails loudly, not silently."""
+    if not isinstance(results, list) or len(results) != len(items):
+        got = len(results) if isinstance(results, list) else type(results).__name__
+        raise TypeError(f"scorer '{scorer_name}' returned {got} results for {len(items)} texts")
+    out: list[dict[str, ScoreResult]] = []
+    for row in results:
+        missing = [m for m in metrics if m not in row]
+        if missing:
+            raise TypeError(f"scorer '{scorer_name}' gave no result for metrics {missing}")
+        for metric, result in row.items():
+            if not isinstance(result, ScoreResult):
+                raise TypeError(
+                    f"scorer '{scorer_name}' metric '{metric}' returned "
+                    f"{type(result).__name__}, expected ScoreResult"
+                )
+        out.append(dict(row))
+    return out
+
+
+def score_batch(
+    scorer: Any, name: str, metrics: Sequence[str], items: Sequence[ScoringItem]
+) -> list[dict[str, ScoreResult]]:
+    """Score one batch with whichever of ``ascore`` (async) or ``score`` the scorer has, and
+    check the shape of what it returned. The one dispatch used by runs and validation."""
+    ascore = getattr(scorer, "ascore", None)
+    if ascore is not None and inspect.iscoroutinefunction(ascore):
+        raw = asyncio.run(ascore(list(items)))
+    else:
+        raw = scorer.score(list(items))
+    return check_results(name, metrics, items, raw)
+
+
+def close_scorer(scorer: Any) -> None:
+    """Release what a scorer holds (connections, models), if it says how."""
+    close = getattr(scorer, "close", None)
+    if callable(close):
+        close()
+
+
+SCORERS: Registry[Scorer] = Registry("scorer", "steer_harness.scorers", is_scorer_class)
+"""Scorers by name: entry points of the group ``steer_harness.scorers`` (ours included),
+names registered at run time, or dotted paths."""

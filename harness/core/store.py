@@ -1,0 +1,114 @@
+"""The append-only JSONL store, and the reader for JSONL data files.
+
+Files are appended one line per record and flushed after each line: a kill at any moment
+can tear at most the line being written. That torn tail is detected on the next open and
+cut off; a damaged line anywhere else is an error naming the file and line, never
+silently skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from harness.core.errors import StoreError
+
+
+class JsonlStore:
+    """An append-only JSONL file of records."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def repair(self) -> int:
+        """Cut a torn last line (no trailing newline). Returns the number of bytes dropped."""
+        if not self.path.exists():
+            return 0
+        size = self.path.stat().st_size
+        if size == 0:
+            return 0
+        with self.path.open("rb+") as fh:
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) == b"\n":
+                return 0
+            # Walk back to the previous newline; everything after it is the torn record.
+            pos = size - 1
+            chunk = 4096
+            keep = 0
+            while pos > 0:
+                start = max(0, pos - chunk)
+                fh.seek(start)
+                data = fh.read(pos - start)
+                idx = data.rfind(b"\n")
+                if idx >= 0:
+                    keep = start + idx + 1
+                    break
+                pos = start
+            fh.truncate(keep)
+        return size - keep
+
+    def iter_dicts(self) -> Iterator[dict[str, Any]]:
+        """Every complete record; a torn last line is skipped, damage elsewhere raises."""
+        if not self.path.exists():
+            return
+        with self.path.open("rb") as fh:
+            lines = fh.read().split(b"\n")
+        # After split, a file ending in "\n" has an empty last element; anything else there
+        # is a record torn by a kill, which the writer will cut off on its next open.
+        body, tail = lines[:-1], lines[-1]
+        for lineno, raw in enumerate(body, start=1):
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise StoreError(
+                    f"{self.path}:{lineno}: damaged record ({exc.msg}); only a torn last "
+                    "line is repaired automatically: fix or delete this line"
+                ) from None
+            if not isinstance(obj, dict):
+                raise StoreError(f"{self.path}:{lineno}: a record must be a JSON object")
+            yield obj
+        del tail
+
+    def read(self) -> list[dict[str, Any]]:
+        return list(self.iter_dicts())
+
+    def ids(self) -> set[str]:
+        return {str(r["id"]) for r in self.iter_dicts() if "id" in r}
+
+    def append(self, records: Iterable[BaseModel | dict[str, Any]]) -> int:
+        """Append records, one write and flush per line; fsync once at the end."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.repair()
+        n = 0
+        with self.path.open("a", encoding="utf-8") as fh:
+            for rec in records:
+                obj = rec.model_dump(mode="json") if isinstance(rec, BaseModel) else rec
+                fh.write(json.dumps(obj, ensure_ascii=False, allow_nan=False) + "\n")
+                fh.flush()
+                n += 1
+            os.fsync(fh.fileno())
+        return n
+
+
+def read_jsonl(
+    path: Path, error: type[Exception] = ValueError
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line of a data file (prompts, pairs, gold
+    labels); a line that is not a JSON object raises ``error`` naming the file and line."""
+    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise error(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
+        if not isinstance(obj, dict):
+            raise error(f"{path}:{lineno}: each line must be a JSON object")
+        yield lineno, obj

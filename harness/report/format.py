@@ -1,0 +1,82 @@
+"""The one number formatter and the markdown building blocks every report uses.
+
+Undefined numbers (None, NaN, inf) print as "n/a", never as NaN; text from records or a
+spec is made safe for a table cell.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from harness.report.data import RunData
+
+
+def fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "n/a"
+        text = f"{value:.{digits}f}"
+        return text[1:] if text.startswith("-") and float(text) == 0 else text
+    return str(value)
+
+
+def fmt_p(value: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def cell(text: str, limit: int | None = None) -> str:
+    """Text made safe for one markdown table cell."""
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 1].rstrip() + "…"
+    return (
+        text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", "").replace("\n", "<br>")
+        or " "
+    )
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def figure_md(ref: Any) -> str:
+    """A figure linked in place (``ref``: harness.report.figures.FigureRef), with the notes on
+    what it leaves out; a figure that could not be drawn is named with the reason."""
+    lines = [f"![{ref.title}]({ref.path})" if ref.path else f"*{ref.title}: not drawn.*"]
+    if ref.notes:
+        lines += ["", "Not drawn or left out: " + "; ".join(ref.notes) + "."]
+    return "\n".join(lines)
+
+
+def by_scorer(
+    run: RunData,
+    comps: Sequence[Mapping[str, Any]],
+    header: Sequence[str],
+    rows: Callable[[Sequence[Mapping[str, Any]]], list[list[str]]],
+    after: Callable[[str], str] | None = None,
+) -> list[str]:
+    """One table for a single scorer; with several, one ``### scorer`` table each (so a
+    report with many metrics stays readable). ``after(scorer)`` adds text below a table."""
+    scorers = list(dict.fromkeys(str(c["scorer"]) for c in comps))
+    if len(scorers) <= 1:
+        out = [table(header, rows(comps))]
+        extra = after(scorers[0]) if after and scorers else ""
+        return out + (["", extra] if extra else [])
+    out = []
+    for s in scorers:
+        out += ["", f"### {s}", "", table(header, rows([c for c in comps if c["scorer"] == s]))]
+        extra = after(s) if after else ""
+        if extra:
+            out += ["", extra]
+    return out[1:]

@@ -1,0 +1,134 @@
+"""The report's frame: title, setup (model, prompts, decoding, conditions, scorers) and
+the manifest (weights, packages, sessions)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from harness.core.ids import utc_now
+from harness.report.data import RunData
+from harness.report.format import cell, table
+
+
+def section_header(run: RunData) -> str:
+    spec = run.spec["spec"] if run.spec else {}
+    lines = [f"# steer-harness report: {run.name}", ""]
+    if spec.get("description"):
+        lines += [spec["description"], ""]
+    lines.append(
+        f"Rendered {utc_now()} from the records in `{run.run_dir}`; re-render without the "
+        f"model with `steer-harness report {run.run_dir}`."
+    )
+    return "\n".join(lines)
+
+
+def _params_summary(params: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={json.dumps(v, sort_keys=True)}" for k, v in params.items()) or "—"
+
+
+def section_setup(run: RunData) -> str:
+    if not run.spec:
+        return "## Setup\n\nNo spec.json in the run directory: scores were analysed as given."
+    spec = run.spec["spec"]
+    gen = spec["generation"]
+    model = spec["model"]
+    prompts = spec["prompts"]
+    n_prompts = len({g["prompt_id"] for g in run.generations}) or "?"
+    decoding = (
+        f"sampling, temperature {gen['temperature']}, top-p {gen['top_p']}, top-k {gen['top_k']}"
+        if gen["sampling"]
+        else "greedy"
+    )
+    source = prompts.get("file") or f"{prompts.get('dataset')} [{prompts.get('split')}]"
+    rows = [
+        ["model", f"`{model['id']}` (chat template: {model['chat_template']})"],
+        ["prompts", f"{n_prompts} from `{Path(str(source)).name}`"],
+        ["seeds", ", ".join(map(str, gen["seeds"]))],
+        ["decoding", f"{decoding}, {gen['max_new_tokens']} new tokens at most"],
+        ["baseline", f"`{spec['baseline']['name']}` (method `{spec['baseline']['method']}`)"],
+    ]
+    cond_rows = [
+        [f"`{c['name']}`", f"`{c['method']}`", cell(_params_summary(c["params"]), 300)]
+        for c in spec["conditions"]
+    ]
+    scorer_rows = []
+    described = (run.manifest or {}).get("scorers", {})
+    for s in spec["scorers"]:
+        label = s.get("name") or s["type"]
+        d = described.get(label, {})
+        metrics = ", ".join(d.get("metrics", [])) or "?"
+        scorer_rows.append(
+            [f"`{label}`", f"`{s['type']}`", metrics, cell(_params_summary(s["params"]))]
+        )
+    notices = [d["notice"] for d in described.values() if d.get("notice")]
+    parts = [
+        "## Setup",
+        "",
+        table(["", ""], rows),
+        "",
+        "Conditions (each compared with the baseline on the same prompts and seeds):",
+        "",
+        table(["condition", "method", "parameters"], cond_rows),
+        "",
+        "Scorers:",
+        "",
+        table(["scorer", "type", "metrics", "parameters"], scorer_rows),
+    ]
+    if notices:
+        parts += ["", *[f"> **Licence notice.** {n}" for n in sorted(set(notices))]]
+    return "\n".join(parts)
+
+
+def section_manifest(run: RunData) -> str:
+    m = run.manifest
+    if not m:
+        return ""
+    model = m.get("model", {})
+    sessions = m.get("sessions", [])
+    rows = [["model", f"`{model.get('id', '?')}`"]]
+    for fname, digest in (model.get("files") or {}).items():
+        rows.append(["weights", f"`{fname}` sha256 `{digest[:16]}…`"])
+    if model.get("commit"):
+        rows.append(["revision", f"`{model['commit']}`"])
+    rows += [["device", str(model.get("device", "?"))], ["dtype", str(model.get("dtype", "?"))]]
+    last = sessions[-1] if sessions else {}
+    for name, ver in (last.get("packages") or {}).items():
+        if ver:
+            rows.append([name, ver])
+    rows.append(["python", str(last.get("python", "?"))])
+    sess_rows = [
+        [s.get("command", ""), s.get("started", ""), s.get("finished") or "", s.get("status", "")]
+        for s in sessions
+    ]
+    cond = m.get("conditions", {})
+    cond_rows = [
+        [
+            f"`{name}`",
+            cell(
+                ", ".join(f"layer {k}: {v:.2f}" for k, v in info.get("vector_norms", {}).items())
+                or "—"
+            ),
+        ]
+        for name, info in cond.items()
+        if info.get("vector_norms")
+    ]
+    parts = [
+        "## Manifest",
+        "",
+        table(["", ""], rows),
+        "",
+        "Sessions:",
+        "",
+        table(["command", "started", "finished", "status"], sess_rows),
+    ]
+    if cond_rows:
+        parts += [
+            "",
+            "Steering vectors (norm per layer):",
+            "",
+            table(["condition", "norms"], cond_rows),
+        ]
+    return "\n".join(parts)

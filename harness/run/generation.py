@@ -1,0 +1,147 @@
+"""Batched, seeded generation: one code path for the baseline and every steering method.
+
+Randomness. Sampling is done by the Gumbel-max trick inside a logits processor, with
+one ``torch.Generator`` per row seeded from (prompt id, seed) alone. Each row draws the
+same noise at every step whatever the condition, the batch it sits in, or its position
+in that batch; the model then decodes greedily over the perturbed logits. Sampling
+``argmax(logits / T + G)``, G i.i.d. standard Gumbel, is exactly sampling from
+``softmax(logits / T)`` (Gumbel 1954; Maddison et al. 2014, "A* Sampling"), and top-k /
+top-p truncation is applied before the noise. So a steered text differs from its baseline
+twin only through the intervention, and a rerun reproduces the same texts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from harness.config.spec import GenerationSpec
+from harness.model.chat import build_messages, render
+from harness.model.loading import LoadedModel
+from harness.steering.base import BatchInfo, SteeringMethod
+
+
+def stream_seed(prompt_id: str, seed: int) -> int:
+    """The random stream of a (prompt, seed): independent of condition and batch."""
+    digest = hashlib.sha256(f"{prompt_id}\x00{seed}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+class RowGumbelSampler:
+    """A logits processor that turns greedy decoding into per-row seeded sampling."""
+
+    def __init__(self, row_seeds: Sequence[int], temperature: float, top_p: float, top_k: int):
+        self.generators = [torch.Generator(device="cpu").manual_seed(s) for s in row_seeds]
+        self.temperature = temperature
+        self.top_p = top_p
+        self.top_k = top_k
+
+    def noise(self, vocab: int) -> torch.Tensor:
+        """One row of standard Gumbel noise per generator (advances every stream one step)."""
+        u = torch.stack(
+            [torch.rand(vocab, generator=g, dtype=torch.float64) for g in self.generators]
+        )
+        u = u.clamp(min=1e-20, max=1.0 - 1e-16)
+        return -torch.log(-torch.log(u))
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if scores.shape[0] != len(self.generators):
+            raise RuntimeError("RowGumbelSampler: batch size changed during generation")
+        logits = scores.double() / self.temperature
+        if self.top_k > 0 and self.top_k < logits.shape[-1]:
+            kth = torch.topk(logits, self.top_k, dim=-1).values[..., -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if self.top_p < 1.0:
+            sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+            cum = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
+            # Drop a token when the tokens ranked above it already reach top_p.
+            drop_sorted = (cum - torch.softmax(sorted_logits, dim=-1)) >= self.top_p
+            drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+            logits = logits.masked_fill(drop, float("-inf"))
+        noisy = logits + self.noise(logits.shape[-1]).to(logits.device)
+        return noisy.to(scores.dtype)  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Row:
+    prompt_id: str
+    prompt: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class Output:
+    rendered_prompt: str
+    text: str
+    n_prompt_tokens: int
+    n_new_tokens: int
+    finish: str
+
+
+@torch.no_grad()
+def generate_rows(
+    lm: LoadedModel,
+    method: SteeringMethod,
+    rows: Sequence[Row],
+    gen: GenerationSpec,
+) -> list[Output]:
+    """Generate one batch of rows under one steering method (``none`` for the baseline)."""
+    from transformers import GenerationConfig, LogitsProcessorList
+
+    tok = lm.tokenizer
+    rendered = [
+        render(lm, method.transform_messages(build_messages(r.prompt, lm.spec.system_prompt)))
+        for r in rows
+    ]
+    enc = tok(
+        rendered, return_tensors="pt", padding=True, add_special_tokens=not lm.use_chat_template
+    )
+    enc = {k: v.to(lm.device) for k, v in enc.items()}
+    prompt_length = int(enc["input_ids"].shape[1])
+    eos = _eos_ids(lm)
+    config = GenerationConfig(
+        max_new_tokens=gen.max_new_tokens,
+        do_sample=False,
+        num_beams=1,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=eos,
+    )
+    batch = BatchInfo(prompt_length, [r.prompt_id for r in rows], [r.seed for r in rows])
+    processors: Any = LogitsProcessorList()
+    edit_logits = getattr(method, "logits_processor", None)
+    if edit_logits is not None and (proc := edit_logits(lm, batch)) is not None:
+        processors.append(proc)  # the method's edit comes before the sampling noise
+    if gen.sampling:
+        seeds = [stream_seed(r.prompt_id, r.seed) for r in rows]
+        processors.append(RowGumbelSampler(seeds, gen.temperature, gen.top_p, gen.top_k))
+    with method.apply(lm, batch):
+        out = lm.model.generate(**enc, generation_config=config, logits_processor=processors)
+    new = out[:, prompt_length:]
+    outputs = []
+    for i in range(len(rows)):
+        ids = new[i].tolist()
+        finish = "length"
+        for j, t in enumerate(ids):
+            if t in eos:
+                ids = ids[:j]
+                finish = "eos"
+                break
+        n_prompt = int(enc["attention_mask"][i].sum())
+        text = tok.decode(ids, skip_special_tokens=True).strip()
+        outputs.append(Output(rendered[i], text, n_prompt, len(ids), finish))
+    return outputs
+
+
+def _eos_ids(lm: LoadedModel) -> list[int]:
+    ids: set[int] = set()
+    cfg_eos = getattr(lm.model.generation_config, "eos_token_id", None)
+    for value in (cfg_eos, lm.tokenizer.eos_token_id):
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, list):
+            ids.update(int(v) for v in value)
+    return sorted(ids)

@@ -1,0 +1,373 @@
+"""The plan: a validated spec resolved into plug-ins and work items with content ids.
+
+A *work item* is one (condition, prompt, seed) to generate; its id is a hash of the
+model, the condition's fingerprint, the prompt, the seed and the decoding settings.
+:func:`build_plan` is the second validation pass (see :mod:`harness.config.spec`): it
+resolves method and scorer names through the registries, validates their parameters, and
+checks them against the model's config (layer indices), all before any weights load.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from harness.config.prompts import Prompt, load_prompts
+from harness.config.scorers import ResolvedScorer, resolve_scorer
+from harness.config.spec import ConditionSpec, Spec, describe_errors, validate_spec
+from harness.config.sweeps import expand
+from harness.core.artifacts import ConditionInfo, SearchResult, SweepInfo, read_artifact
+from harness.core.errors import ModelLoadError, PromptSetError, SpecError
+from harness.core.files import write_json_atomic
+from harness.core.ids import content_id
+from harness.core.registry import RegistryError
+from harness.core.rundir import RunDir
+from harness.core.scoring import ScorerContext
+from harness.model.loading import ModelInfo, load_config, model_info, model_key
+from harness.steering.base import METHODS, MethodContext, MethodParams, SteeringMethod
+from harness.steering.methods.activation import check_layers, check_source
+
+
+@dataclass
+class ResolvedCondition:
+    spec: ConditionSpec
+    method_cls: type
+    params: MethodParams
+    """The method's typed params: what the method, the report and a search work from."""
+    method: SteeringMethod
+    key: str
+    """Content id of the condition: its name, method and fingerprint."""
+    info: dict[str, Any] = field(default_factory=dict)
+    """Extra facts for analysis and report (``sweep`` coordinates, ``search`` outcome)."""
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def method_name(self) -> str:
+        return self.spec.method
+
+    def condition_info(self) -> ConditionInfo:
+        """What analysis.json records of this condition (see :class:`ConditionInfo`)."""
+        out: ConditionInfo = {
+            "method": self.spec.method,
+            "params": self.params.model_dump(mode="json"),
+            "targets": list(self.method.targets()),
+            "control": self.method.control(),
+        }
+        if "sweep" in self.info:
+            out["sweep"] = self.info["sweep"]
+        if "search" in self.info:
+            out["search"] = self.info["search"]
+        return out
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    id: str
+    condition: str
+    prompt: Prompt
+    seed: int
+
+
+@dataclass
+class Plan:
+    spec: Spec
+    run: RunDir
+    conditions: list[ResolvedCondition]
+    scorers: list[ResolvedScorer]
+    prompts: list[Prompt]
+    """The prompts reported on: all, or the held-out split when a condition searches."""
+    items: list[WorkItem]
+    model_key: dict[str, Any]
+    selection_prompts: list[Prompt] = field(default_factory=list)
+    """Prompts reserved for choosing settings by search; never reported."""
+    pending_searches: list[ConditionSpec] = field(default_factory=list)
+    """Conditions whose search has not finished: they have no work items yet."""
+
+    @property
+    def run_dir(self) -> Path:
+        return self.run.root
+
+    def condition(self, name: str) -> ResolvedCondition:
+        return next(c for c in self.conditions if c.name == name)
+
+    @property
+    def report_path(self) -> Path:
+        return Path(self.spec.report.path or f"reports/{self.spec.name}.md")
+
+
+def default_run_dir(spec: Spec) -> Path:
+    return Path(spec.output_dir or f"runs/{spec.name}")
+
+
+def _where(index: int) -> str:
+    return "baseline" if index == 0 else f"conditions[{index - 1}]"
+
+
+def resolve_method(
+    spec: Spec, index: int, cond: ConditionSpec, cache: Path | None
+) -> tuple[type | None, MethodParams | None, MethodContext, list[str]]:
+    """The method class and typed params of a condition as written in the spec."""
+    where = _where(index)
+    ctx = MethodContext(
+        condition=cond.name, base_dir=spec._base_dir, cache_dir=cache, library=spec.vectors
+    )
+    try:
+        cls = METHODS.get(cond.method)
+    except RegistryError as exc:
+        return None, None, ctx, [f"{where}.method: {exc}"]
+    try:
+        params = cls.Params.model_validate(cond.params)
+    except ValidationError as exc:
+        prefix = ("conditions", index - 1, "params") if index else ("baseline", "params")
+        return cls, None, ctx, describe_errors(exc, cls.Params, prefix)
+    return cls, params, ctx, []
+
+
+def resolve_condition(
+    spec: Spec,
+    index: int,
+    cond: ConditionSpec,
+    params: MethodParams,
+    cls: type,
+    extra: dict[str, Any],
+    cache: Path | None,
+    info: ModelInfo | None,
+) -> tuple[ResolvedCondition | None, list[str]]:
+    """One condition (a sweep or search point too) from typed params: model checks, the
+    method instance and the content id."""
+    where = _where(index)
+    ctx = MethodContext(
+        condition=cond.name, base_dir=spec._base_dir, cache_dir=cache, library=spec.vectors
+    )
+    check = getattr(cls, "check", None)
+    if check is not None and info is not None:
+        problems = [f"{where}.{p}" for p in check(params, info, ctx)]
+        if problems:
+            return None, problems
+    method = cls(params, ctx)
+    try:
+        fp = method.fingerprint()
+    except Exception as exc:  # a plug-in's own error, reported against its condition
+        return None, [f"{where}: cannot fingerprint the condition ({exc})"]
+    key = content_id({"name": cond.name, "method": cond.method, "fingerprint": fp})
+    return ResolvedCondition(cond, cls, params, method, key, extra), []
+
+
+def load_search_result(run: RunDir, condition: str) -> SearchResult | None:
+    path = run.search_result(condition)
+    return read_artifact(path, SearchResult) if path.exists() else None
+
+
+def search_layers(method: SteeringMethod, cond: ConditionSpec) -> list[int]:
+    """The layers a search tries: its own ``layers``, else the condition's."""
+    assert cond.search is not None
+    if cond.search.layers:
+        return list(cond.search.layers)
+    point = method.steering_point()
+    return list(point.layers or []) if point is not None else []
+
+
+def sweep_info(method: SteeringMethod, group: str, point: dict[str, Any]) -> SweepInfo:
+    """A sweep point's coordinates, from what its method says about itself."""
+    at = method.steering_point()
+    layers = at.layers if at is not None else None
+    layer: int | list[int] | None = layers[0] if layers and len(layers) == 1 else layers
+    return {
+        "group": group,
+        "point": point,
+        "coefficient": at.coefficient if at is not None else None,
+        "layer": layer,
+    }
+
+
+def _resolve_conditions(
+    spec: Spec, run: RunDir, problems: list[str], info: ModelInfo | None
+) -> tuple[list[ResolvedCondition], list[ConditionSpec]]:
+    """Every condition with its sweep points expanded, and the searches still to run.
+
+    A searched condition resolves to the point its finished search chose; until then it
+    has no work items. Problems shared by several sweep points are reported once, those of
+    one point name it."""
+    resolved = []
+    pending = []
+    cache = run.vectors
+    for index, cond in enumerate(spec.all_conditions):
+        if cond.search is not None:
+            cls, params, _, issues = resolve_method(spec, index, cond, cache)
+            if cls is None or params is None:
+                problems += [p for p in issues if p not in problems]
+                continue
+            base = cls(params, MethodContext(cond.name, spec._base_dir, cache, spec.vectors))
+            result = load_search_result(run, cond.name)
+            if result is None:
+                layers = search_layers(base, cond)
+                candidates = [base.at(layer, cond.search.start) for layer in layers] or [params]
+                if any(c is None for c in candidates):
+                    problems.append(
+                        f"{_where(index)}.search: method '{cond.method}' cannot be searched: "
+                        "it does not say how to steer at a given layer and coefficient "
+                        "(SteeringMethod.at)"
+                    )
+                    continue
+                for candidate in candidates:
+                    assert candidate is not None
+                    _, found = resolve_condition(spec, index, cond, candidate, cls, {}, cache, info)
+                    problems += [p for p in found if p not in problems]
+                pending.append(cond)
+                continue
+            chosen = result["chosen"]
+            if chosen is None:  # the search found no point that passed its guards
+                continue
+            moved = base.at(chosen["layer"], chosen["coefficient"])
+            assert moved is not None
+            extra = {"search": {"chosen": chosen, "trait": result["trait"]}}
+            rc, found = resolve_condition(spec, index, cond, moved, cls, extra, cache, info)
+            if rc is not None:
+                resolved.append(rc)
+            problems += found
+            continue
+        points = expand(cond)
+        found_by_problem: dict[str, list[str]] = {}
+        for point, swept in points:
+            cls, params, _, point_problems = resolve_method(spec, index, point, cache)
+            rc = None
+            if cls is not None and params is not None:
+                rc, point_problems = resolve_condition(
+                    spec, index, point, params, cls, {}, cache, info
+                )
+            if rc is not None:
+                if swept is not None:
+                    rc.info["sweep"] = sweep_info(rc.method, cond.name, swept)
+                resolved.append(rc)
+            for p in point_problems:
+                found_by_problem.setdefault(p, []).append(point.name)
+        for p, names in found_by_problem.items():
+            shared = len(points) == 1 or len(names) == len(points)
+            problems.append(p if shared else f"{p} (sweep point {', '.join(names)})")
+    return resolved, pending
+
+
+def _check_library(spec: Spec, info: ModelInfo) -> list[str]:
+    problems = []
+    for name, vec in spec.vectors.items():
+        where = f"vectors.{name}"
+        problems += check_layers(vec.layers, info, f"{where}.layers")
+        problems += check_source(vec, where, vec.layers, info, spec._base_dir)
+    return problems
+
+
+def _resolve_scorers(spec: Spec, problems: list[str]) -> list[ResolvedScorer]:
+    resolved = []
+    for index, sc in enumerate(spec.scorers):
+        rs, found = resolve_scorer(sc.type, sc.label, sc.params, spec._base_dir, ("scorers", index))
+        problems += found
+        if rs is not None:
+            resolved.append(rs)
+    return resolved
+
+
+def scorer_context(plan: Plan, load_generator: Callable[[], Any] | None = None) -> ScorerContext:
+    return ScorerContext(
+        run_dir=plan.run_dir,
+        base_dir=plan.spec._base_dir,
+        generator_model=plan.spec.model.model_dump(mode="json"),
+        load_generator=load_generator,
+    )
+
+
+def split_prompts(prompts: list[Prompt], fraction: float) -> tuple[list[Prompt], list[Prompt]]:
+    """(selection, held out): prompts ordered by a hash of their id, the first
+    round(fraction * n) for selection. Deterministic, and independent of file order."""
+    ordered = sorted(prompts, key=lambda p: (content_id(p.id), p.id))
+    k = min(max(1, round(fraction * len(prompts))), len(prompts) - 1)
+    chosen = {p.id for p in ordered[:k]}
+    return [p for p in prompts if p.id in chosen], [p for p in prompts if p.id not in chosen]
+
+
+def make_items(
+    conditions: list[ResolvedCondition],
+    prompts: list[Prompt],
+    seeds: list[int],
+    mkey: dict[str, Any],
+    decoding: dict[str, Any],
+) -> list[WorkItem]:
+    """Every (condition, prompt, seed), with its content id."""
+    return [
+        WorkItem(
+            content_id(
+                {
+                    "model": mkey,
+                    "condition": cond.key,
+                    "prompt": {"id": p.id, "text": p.text},
+                    "seed": seed,
+                    "decoding": decoding,
+                }
+            ),
+            cond.name,
+            p,
+            seed,
+        )
+        for cond in conditions
+        for p in prompts
+        for seed in seeds
+    ]
+
+
+def build_plan(spec: Spec, source: str, run_dir: Path | None = None) -> Plan:
+    """Check everything that can be checked without weights; raise SpecError listing it all."""
+    run_dir = run_dir or default_run_dir(spec)
+    problems: list[str] = []
+    info = None
+    try:
+        info = model_info(load_config(spec.model))
+    except ModelLoadError as exc:
+        problems.append(f"model.id: {exc}")
+    if info is not None:
+        problems += _check_library(spec, info)
+    run = RunDir(run_dir)
+    conditions, pending = _resolve_conditions(spec, run, problems, info)
+    scorers = _resolve_scorers(spec, problems)
+    prompts: list[Prompt] = []
+    try:
+        prompts = load_prompts(spec.prompts)
+    except PromptSetError as exc:
+        problems.append(f"prompts: {exc}")
+    if spec.has_search and len(prompts) == 1:
+        problems.append("prompts: a search needs at least 2 prompts (selection and held out)")
+    if problems:
+        raise SpecError(source, problems)
+    selection: list[Prompt] = []
+    if spec.has_search:
+        selection, prompts = split_prompts(prompts, spec.split.selection_fraction)
+    mkey = model_key(spec.model)
+    items = make_items(conditions, prompts, spec.generation.seeds, mkey, spec.generation.decoding())
+    return Plan(spec, run, conditions, scorers, prompts, items, mkey, selection, pending)
+
+
+def save_spec(plan: Plan, source: str) -> None:
+    """Store the resolved spec in the run directory, so later stages need only the folder."""
+    write_json_atomic(
+        plan.run.spec,
+        {
+            "source": source,
+            "base_dir": str(plan.spec._base_dir),
+            "spec": plan.spec.model_dump(mode="json"),
+        },
+    )
+
+
+def load_run_spec(run_dir: Path) -> Spec:
+    """The spec stored in a run directory, validated again."""
+    path = RunDir(run_dir).spec
+    if not path.exists():
+        raise SpecError(str(run_dir), [f"no {path.name} here; is this a run directory?"])
+    stored = json.loads(path.read_text(encoding="utf-8"))
+    return validate_spec(stored["spec"], str(path), Path(stored["base_dir"]))

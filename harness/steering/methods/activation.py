@@ -1,0 +1,368 @@
+"""Activation steering: add ``coefficient * vector`` to, or project a direction out of, the
+residual stream of decoder layers.
+
+The vector comes from a safetensors file (see :class:`SteeringVector`), is extracted by the
+harness from contrastive pairs (a shipped set such as ``fear`` or a JSONL path), or is a
+named vector of the spec's ``[vectors]`` library. Extracted vectors are cached in the run
+directory, so a resumed run or a second condition does not extract them again.
+
+``control = "random"`` replaces each layer's direction by a random direction of the same
+norm (seeded by ``control_seed``), everything else equal: the honest control for an
+activation condition, separating the effect of the direction from the effect of
+disturbing the activations at all.
+
+``coefficient_mode = "norm"`` makes coefficients comparable across layers and models: the
+vector added is ``coefficient * typical_norm(layer) * v / |v|`` (that is, ``coefficient *
+mean|h| / |v|`` times ``v``), where the typical norm is the mean hidden-state norm at that
+layer over neutral prompts (``norm_prompts``), first position excluded. Both the typical
+norm and the effective coefficient are recorded in the manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import Field, model_validator
+
+from harness.config.paths import resolve_data_path
+from harness.config.prompts import load_prompts
+from harness.config.spec import PromptSource
+from harness.config.vectors import Layers, VectorSource
+from harness.core.errors import VectorFileError
+from harness.core.ids import content_id
+from harness.model.loading import LoadedModel, ModelInfo, model_key
+from harness.steering.base import (
+    BaseMethod,
+    BatchInfo,
+    MethodContext,
+    MethodParams,
+    SteeringPoint,
+)
+from harness.steering.hooks import EditFn, Positions, ablate_direction, add_vector, edit_residual
+from harness.steering.vectors import (
+    SteeringVector,
+    extract_mean_difference,
+    load_pairs,
+    typical_norms,
+)
+from prompts import data_path
+
+CoefficientMode = Literal["raw", "norm"]
+DEFAULT_NORM_PROMPTS = "sets/calibration.jsonl"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def shipped_pair_sets() -> list[str]:
+    return sorted(f.stem for f in data_path("pairs").glob("*.jsonl"))
+
+
+def resolve_pairs(value: str, base_dir: Path) -> Path | None:
+    """A shipped pair set by name (``fear``) or a JSONL path."""
+    if "/" not in value and not value.endswith(".jsonl"):
+        return resolve_data_path(f"pairs/{value}.jsonl", base_dir)
+    return resolve_data_path(value, base_dir)
+
+
+def resolve_source(vector: VectorSource | str, context: MethodContext) -> VectorSource:
+    """A source given inline, or by name from the spec's vector library."""
+    if isinstance(vector, VectorSource):
+        return vector
+    if vector not in context.library:
+        known = ", ".join(sorted(context.library)) or "none defined"
+        raise VectorFileError(f"no vector named '{vector}' in the spec's [vectors] ({known})")
+    return context.library[vector]
+
+
+def source_path(src: VectorSource, base_dir: Path) -> Path | None:
+    if src.file is not None:
+        return resolve_data_path(src.file, base_dir)
+    return resolve_pairs(src.pairs or "", base_dir)
+
+
+def check_source(
+    src: VectorSource, where: str, layers: list[int], info: ModelInfo, base_dir: Path
+) -> list[str]:
+    """Problems with a vector source for these layers and this model, before any work."""
+    path = source_path(src, base_dir)
+    if src.file is not None:
+        if path is None:
+            return [f"{where}.file: '{src.file}' not found (relative to {base_dir})"]
+        try:
+            vec = SteeringVector.load(path)
+        except VectorFileError as exc:
+            return [f"{where}.file: {exc}"]
+        problems = []
+        missing = [i for i in layers if i not in vec.directions]
+        if missing:
+            problems.append(
+                f"{where}.file: {path.name} has no direction for layers {missing} "
+                f"(it has {vec.layers})"
+            )
+        sizes = {int(v.shape[-1]) for v in vec.directions.values()}
+        if info.hidden_size and sizes != {info.hidden_size}:
+            problems.append(
+                f"{where}.file: vector size {sorted(sizes)} does not match the model's "
+                f"hidden size {info.hidden_size}"
+            )
+        return problems
+    if path is None:
+        return [
+            f"{where}.pairs: '{src.pairs}' is neither a shipped pair set "
+            f"({', '.join(shipped_pair_sets())}) nor a file relative to {base_dir}"
+        ]
+    try:
+        load_pairs(path)
+    except VectorFileError as exc:
+        return [f"{where}.pairs: {exc}"]
+    return []
+
+
+def check_layers(layers: list[int], info: ModelInfo, where: str) -> list[str]:
+    n = info.num_layers
+    bad = [i for i in layers if not 0 <= i < n]
+    if bad:
+        return [
+            f"{where}: {bad} out of range; this model has {n} decoder layers, allowed 0..{n - 1}"
+        ]
+    return []
+
+
+def source_fingerprint(src: VectorSource, base_dir: Path) -> dict[str, Any]:
+    """What makes the vector what it is: file contents, not paths."""
+    path = source_path(src, base_dir)
+    if path is None:
+        raise VectorFileError(f"vector source not found: {src.file or src.pairs}")
+    fp: dict[str, Any] = {"sha256": _sha256(path)}
+    if src.pairs is not None:
+        fp |= {"method": src.method, "aggregate": src.aggregate, "template": src.template}
+    return fp
+
+
+def obtain_vector(
+    lm: LoadedModel, src: VectorSource, layers: list[int], context: MethodContext
+) -> tuple[SteeringVector, str]:
+    """Load a vector file, or extract from pairs (cached in the run directory)."""
+    path = source_path(src, context.base_dir)
+    if path is None:
+        raise VectorFileError(f"vector source not found: {src.file or src.pairs}")
+    if src.file is not None:
+        return SteeringVector.load(path), str(path)
+    key = content_id(
+        {
+            "model": model_key(lm.spec),
+            "vector": source_fingerprint(src, context.base_dir),
+            "layers": sorted(layers),
+        }
+    )
+    cached = context.cache_dir / f"{key}.safetensors" if context.cache_dir else None
+    if cached is not None and cached.exists():
+        return SteeringVector.load(cached), str(cached)
+    vec = extract_mean_difference(
+        lm,
+        load_pairs(path),
+        sorted(layers),
+        src.aggregate,
+        src.template,
+        source=str(path),
+        method=src.method,
+    )
+    if cached is not None:
+        vec.save(cached)
+    return vec, str(cached) if cached is not None else "extracted in memory"
+
+
+def layer_norms(
+    lm: LoadedModel, layers: list[int], norm_prompts: str, base_dir: Path
+) -> dict[int, float]:
+    """Typical hidden-state norm per layer, measured once per model and prompt file."""
+    path = resolve_data_path(norm_prompts, base_dir)
+    if path is None:
+        raise VectorFileError(f"norm_prompts '{norm_prompts}' not found")
+    memo: dict[int, float] = lm.cache.setdefault(("typical_norms", str(path)), {})
+    missing = [i for i in layers if i not in memo]
+    if missing:
+        texts = [p.text for p in load_prompts(PromptSource(file=str(path)))]
+        memo.update(typical_norms(lm, texts, missing))
+    return {i: memo[i] for i in layers}
+
+
+def random_like(vector: SteeringVector, seed: int) -> SteeringVector:
+    """Per layer, a standard-normal direction rescaled to the vector's norm at that layer."""
+    gen = torch.Generator().manual_seed(seed)
+    directions = {}
+    for i in vector.layers:
+        v = vector.directions[i].float()
+        r = torch.randn(v.shape, generator=gen)
+        directions[i] = r * (v.norm() / r.norm())
+    return SteeringVector(directions, {**vector.metadata, "control": "random", "seed": seed})
+
+
+class NormScaling(MethodParams):
+    """Params shared by methods whose coefficients may be relative to the layer's norm."""
+
+    coefficient_mode: CoefficientMode = Field(
+        "raw", description="raw: coefficient * v; norm: coefficient * typical|h| / |v| * v."
+    )
+    norm_prompts: str = Field(
+        DEFAULT_NORM_PROMPTS, description="Neutral prompts on which typical norms are measured."
+    )
+
+    def norm_problems(self, base_dir: Path) -> list[str]:
+        if (
+            self.coefficient_mode == "norm"
+            and resolve_data_path(self.norm_prompts, base_dir) is None
+        ):
+            return [f"params.norm_prompts: '{self.norm_prompts}' not found"]
+        return []
+
+    def norm_fingerprint(self, base_dir: Path) -> dict[str, Any]:
+        """The norm prompts' content, when coefficients depend on it."""
+        if self.coefficient_mode != "norm":
+            return {}
+        path = resolve_data_path(self.norm_prompts, base_dir)
+        return {"norm_prompts": _sha256(path) if path else self.norm_prompts}
+
+
+class ActivationParams(NormScaling):
+    layers: Layers = Field(description="Decoder layer indices (0-based) to steer.")
+    coefficient: float = Field(
+        description=(
+            "add: multiplier of the vector; ablate: share of the direction removed (1 = all)."
+        )
+    )
+    mode: Literal["add", "ablate"] = Field(
+        "add", description="add the vector, or ablate its direction"
+    )
+    vector: VectorSource | str = Field(
+        description="Inline source ({pairs = ...} or {file = ...}) or a name from [vectors]."
+    )
+    positions: Positions = Field(
+        "all", description="Steer prompt tokens, generated tokens, or both."
+    )
+    control: Literal["none", "random"] = Field(
+        "none", description="random: a random direction of the same norm at each layer."
+    )
+    control_seed: int = 0
+
+    @model_validator(mode="after")
+    def _modes(self) -> ActivationParams:
+        if self.mode == "ablate" and self.coefficient_mode == "norm":
+            raise ValueError("coefficient_mode = 'norm' applies to mode = 'add' only")
+        return self
+
+
+class ActivationSteering(BaseMethod):
+    """Add a vector, times a coefficient, to the output of decoder layers (or ablate it)."""
+
+    Params = ActivationParams
+    params: ActivationParams
+
+    def __init__(self, params: ActivationParams, context: MethodContext):
+        super().__init__(params, context)
+        self.vector: SteeringVector | None = None
+        self.scales: dict[int, float] = {}
+
+    @property
+    def source(self) -> VectorSource:
+        return resolve_source(self.params.vector, self.context)
+
+    @classmethod
+    def check(  # type: ignore[override]
+        cls, params: ActivationParams, info: ModelInfo, context: MethodContext
+    ) -> list[str]:
+        problems = check_layers(params.layers, info, "params.layers")
+        try:
+            src = resolve_source(params.vector, context)
+        except VectorFileError as exc:
+            return [*problems, f"params.vector: {exc}"]
+        problems += check_source(src, "params.vector", params.layers, info, context.base_dir)
+        return problems + params.norm_problems(context.base_dir)
+
+    def fingerprint(self) -> dict[str, Any]:
+        p = self.params
+        fp: dict[str, Any] = {
+            "layers": p.layers,
+            "coefficient": p.coefficient,
+            "coefficient_mode": p.coefficient_mode,
+            "mode": p.mode,
+            "positions": p.positions,
+            "vector": source_fingerprint(self.source, self.context.base_dir),
+        }
+        if p.control != "none":
+            fp["control"] = {"kind": p.control, "seed": p.control_seed}
+        return fp | p.norm_fingerprint(self.context.base_dir)
+
+    def prepare(self, lm: LoadedModel) -> dict[str, Any]:
+        p = self.params
+        self.vector, origin = obtain_vector(lm, self.source, p.layers, self.context)
+        if p.control == "random":
+            self.vector = random_like(self.vector, p.control_seed)
+            origin = f"random direction of the norm of {origin} (seed {p.control_seed})"
+        norms = self.vector.norms()
+        meta: dict[str, Any] = {
+            "vector": origin,
+            "vector_metadata": self.vector.metadata,
+            "vector_norms": {str(i): norms[i] for i in p.layers},
+        }
+        if p.coefficient_mode == "norm":
+            typical = layer_norms(lm, p.layers, p.norm_prompts, self.context.base_dir)
+            self.scales = {i: p.coefficient * typical[i] / norms[i] for i in p.layers}
+            meta["typical_norms"] = {str(i): typical[i] for i in p.layers}
+        else:
+            self.scales = dict.fromkeys(p.layers, p.coefficient)
+        meta["effective_coefficients"] = {str(i): s for i, s in self.scales.items()}
+        return meta
+
+    def edits(self) -> dict[int, EditFn]:
+        if self.vector is None:
+            raise RuntimeError("ActivationSteering used before prepare()")
+        if self.params.mode == "ablate":
+            return {
+                i: ablate_direction(self.vector.directions[i], self.params.coefficient)
+                for i in self.params.layers
+            }
+        return {
+            i: add_vector(self.vector.directions[i], self.scales[i]) for i in self.params.layers
+        }
+
+    @property
+    def positions(self) -> Positions:
+        return self.params.positions
+
+    def targets(self) -> list[str]:
+        """The inline pair set's name, or the library vector's name."""
+        vector = self.params.vector
+        if isinstance(vector, str):
+            return [vector]
+        return [vector.pairs] if vector.pairs else []
+
+    def control(self) -> str | None:
+        return None if self.params.control == "none" else self.params.control
+
+    def steering_point(self) -> SteeringPoint:
+        return SteeringPoint(list(self.params.layers), self.params.coefficient)
+
+    def at(self, layer: int, coefficient: float) -> ActivationParams:
+        return self.params.model_copy(update={"layers": [layer], "coefficient": coefficient})
+
+    def additions(self) -> dict[int, torch.Tensor] | None:
+        """The vector added at each layer, for steering many conditions in one batch;
+        None when the edit is not a plain addition (ablation)."""
+        if self.vector is None:
+            raise RuntimeError("ActivationSteering used before prepare()")
+        if self.params.mode != "add":
+            return None
+        return {i: self.vector.directions[i].float() * self.scales[i] for i in self.params.layers}
+
+    @contextmanager
+    def apply(self, lm: LoadedModel, batch: BatchInfo) -> Iterator[None]:
+        with edit_residual(lm.layers, self.edits(), self.params.positions, batch.prompt_length):
+            yield
