@@ -13,6 +13,7 @@ from pathlib import Path
 from harness import __version__
 from harness.core.errors import UserError
 from harness.core.rundir import RunDir
+from harness.locate.command import add_locate_parser, cmd_locate
 
 DESCRIPTION = """\
 Benchmark language-model steering honestly: generate baseline and steered texts on the
@@ -186,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="row order in each leaderboard (default d, largest first)",
     )
     p.add_argument("--metric", action="append", help="only this metric (repeatable; default all)")
+
+    add_locate_parser(sub)
 
     sub.add_parser(
         "list",
@@ -389,6 +392,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_list()
         if args.command == "validate-scorer":
             return cmd_validate_scorer(args)
+        if args.command == "locate":
+            return cmd_locate(args)
     except (UserError, FileNotFoundError) as exc:
         if args.debug:
             raise

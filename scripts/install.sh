@@ -9,8 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
 TORCH_SPEC="${TORCH_SPEC-torch==2.13.0}"
-extras="embed"
-[[ "${1:-}" == "--dev" ]] && extras="embed,dev"
+extras="embed,locate"
+[[ "${1:-}" == "--dev" ]] && extras="embed,locate,dev"
 
 if [[ ! -x .venv/bin/python ]]; then
   "$PY" -m venv .venv

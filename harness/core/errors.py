@@ -54,3 +54,7 @@ class VectorFileError(UserError, ValueError):
 
 class ModelNotRestoredError(UserError, RuntimeError):
     """A steering method left the model changed after its condition."""
+
+
+class LocateError(UserError, ValueError):
+    """A localisation (``steer-harness locate``) that cannot run as asked."""

@@ -1,0 +1,189 @@
+"""The trait metric and the token rows it is computed on.
+
+For a context ``x`` (a pair's text, or a rendered tuning prompt) the trait metric is the
+log-probability gap between a trait continuation and a neutral continuation of ``x``::
+
+    M(x) = log P(prefix + trait | x) - log P(prefix + neutral | x)
+         = sum_k log p(t_k | x, prefix, t_<k) - sum_k log p(n_k | x, prefix, n_<k)
+
+where ``t`` and ``n`` are the tokens of the trait and the neutral word (teacher-forced,
+summed over their tokens; the prefix's own log-probability is common to both and
+cancels). For the shipped ``fear`` pairs: ``x + " I feel" + " afraid"`` against
+``x + " I feel" + " fine"`` (defaults per shipped set in ``prompts/pairs/continuations.json``).
+M > 0 means the model would rather continue ``x`` with the trait word.
+
+Each context becomes two rows, ``x ⊕ prefix ⊕ trait`` and ``x ⊕ prefix ⊕ neutral``,
+whose token ids are the context's ids followed by the prefix's and the word's ids
+(each encoded without special tokens), right-padded: every row starts at position 0, so
+a context's activations are the same in both rows (and the same as when ``x`` is run
+alone: attention is causal), whatever the batch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from harness.core.errors import LocateError
+from prompts import data_path
+
+CONTINUATIONS = "pairs/continuations.json"
+DEFAULT_PREFIX = " I feel"
+
+# Which positions of a row an offset (a patch or a steering vector) is added to:
+# "last": the context's last token; "context": every token of the context; "all": every
+# real token of the row, continuation included (steering during "generation").
+PatchAt = Literal["last", "context", "all"]
+
+
+def _word(text: str) -> str:
+    """A continuation piece starts a new word: a leading space is added when missing."""
+    return text if not text or text[0].isspace() else " " + text
+
+
+@dataclass(frozen=True)
+class TraitMetric:
+    """The continuation prefix and the two words; each begins with a space (added when
+    missing), so that a BPE tokenizer encodes them as the words that follow the text."""
+
+    prefix: str
+    trait: str
+    neutral: str
+
+    def __post_init__(self) -> None:
+        for name in ("prefix", "trait", "neutral"):
+            object.__setattr__(self, name, _word(getattr(self, name)))
+
+    def describe(self) -> str:
+        return (
+            f"log P({self.prefix + self.trait!r} | x) - log P({self.prefix + self.neutral!r} | x)"
+        )
+
+
+def default_metric(pair_set: str) -> TraitMetric | None:
+    """The shipped continuation for a shipped pair set's name, or None."""
+    table: dict[str, Any] = json.loads(data_path(CONTINUATIONS).read_text(encoding="utf-8"))
+    entry = table.get(pair_set)
+    if not isinstance(entry, dict):
+        return None
+    return TraitMetric(str(entry["prefix"]), str(entry["trait"]), str(entry["neutral"]))
+
+
+def shipped_metrics() -> list[str]:
+    table = json.loads(data_path(CONTINUATIONS).read_text(encoding="utf-8"))
+    return sorted(k for k in table if not k.startswith("_"))
+
+
+@dataclass
+class Rows:
+    """Two rows per context (trait, then neutral), right-padded, with their bookkeeping.
+
+    Rows ``0..G-1`` are the trait rows of contexts ``0..G-1`` and rows ``G..2G-1`` their
+    neutral rows, so ``row_group = [0..G-1, 0..G-1]`` and ``sign = [+1]*G + [-1]*G``."""
+
+    input_ids: torch.Tensor  # (rows, seq) long
+    attention_mask: torch.Tensor  # (rows, seq) long
+    row_group: torch.Tensor  # (rows,) long: the context each row belongs to
+    sign: torch.Tensor  # (rows,) float: +1 trait row, -1 neutral row
+    patch: torch.Tensor  # (rows, seq) float: 1 where an offset is added
+    weights: torch.Tensor  # (rows, seq) float: aggregation weights over the context
+    target: torch.Tensor  # (rows, seq) long: the token position t predicts, or -100
+
+    @property
+    def n_groups(self) -> int:
+        return int(self.input_ids.shape[0]) // 2
+
+    def to(self, device: str | torch.device) -> Rows:
+        return Rows(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
+
+
+def encode(tokenizer: Any, text: str, special: bool) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=special)["input_ids"])
+
+
+def word_ids(tokenizer: Any, metric: TraitMetric) -> tuple[list[int], list[int], list[int]]:
+    """Token ids of the prefix, the trait word and the neutral word; checked."""
+    prefix = encode(tokenizer, metric.prefix, False)
+    trait = encode(tokenizer, metric.trait, False)
+    neutral = encode(tokenizer, metric.neutral, False)
+    for label, ids, text in (("trait", trait, metric.trait), ("neutral", neutral, metric.neutral)):
+        if not ids:
+            raise LocateError(f"--{label}-word {text!r} has no tokens; give a word")
+    if trait == neutral:
+        raise LocateError(
+            f"--trait-word {metric.trait!r} and --neutral-word {metric.neutral!r} are the same "
+            "tokens for this tokenizer; the metric would be 0 everywhere"
+        )
+    return prefix, trait, neutral
+
+
+def build_rows(
+    contexts: Sequence[Sequence[int]],
+    prefix: Sequence[int],
+    words: tuple[Sequence[int], Sequence[int]],
+    pad_id: int,
+    aggregate: Literal["last", "mean"],
+    patch_at: PatchAt,
+) -> Rows:
+    """Rows for contexts given as token ids; see :class:`Rows` and the module docstring."""
+    if any(len(c) == 0 for c in contexts):
+        raise LocateError("a text has no tokens; remove empty texts from the pair file")
+    seqs: list[tuple[list[int], int, int]] = []  # (ids, context length, word start)
+    for word in words:
+        for ctx in contexts:
+            ids = [*ctx, *prefix, *word]
+            seqs.append((ids, len(ctx), len(ctx) + len(prefix)))
+    n_rows, width = len(seqs), max(len(s[0]) for s in seqs)
+    input_ids = torch.full((n_rows, width), pad_id, dtype=torch.long)
+    mask = torch.zeros((n_rows, width), dtype=torch.long)
+    patch = torch.zeros((n_rows, width))
+    weights = torch.zeros((n_rows, width))
+    target = torch.full((n_rows, width), -100, dtype=torch.long)
+    for r, (ids, n_ctx, start) in enumerate(seqs):
+        input_ids[r, : len(ids)] = torch.tensor(ids)
+        mask[r, : len(ids)] = 1
+        if aggregate == "last":
+            weights[r, n_ctx - 1] = 1.0
+        else:
+            weights[r, :n_ctx] = 1.0 / n_ctx
+        if patch_at == "last":
+            patch[r, n_ctx - 1] = 1.0
+        elif patch_at == "context":
+            patch[r, :n_ctx] = 1.0
+        else:
+            patch[r, : len(ids)] = 1.0
+        # position t predicts token t + 1: the word's tokens are predicted from start - 1 on
+        for t in range(start - 1, len(ids) - 1):
+            target[r, t] = ids[t + 1]
+    g = len(contexts)
+    return Rows(
+        input_ids=input_ids,
+        attention_mask=mask,
+        row_group=torch.arange(g).repeat(2),
+        sign=torch.cat([torch.ones(g), -torch.ones(g)]),
+        patch=patch,
+        weights=weights,
+        target=target,
+    )
+
+
+def row_logprob(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per row, the summed log-probability of the target tokens (float32 or wider)."""
+    keep = target >= 0
+    picked = logits[keep]  # (K, vocab): only the scored positions go through log_softmax
+    picked = picked.to(torch.promote_types(picked.dtype, torch.float32))
+    lp = torch.log_softmax(picked, dim=-1).gather(-1, target[keep][:, None])[:, 0]
+    rows = torch.arange(target.shape[0], device=target.device)[:, None].expand_as(target)[keep]
+    out = torch.zeros(target.shape[0], dtype=lp.dtype, device=lp.device)
+    return out.index_add(0, rows, lp)
+
+
+def metric_per_group(logits: torch.Tensor, rows: Rows) -> torch.Tensor:
+    """M per context: the trait row's log-probability minus the neutral row's."""
+    lp = row_logprob(logits, rows.target) * rows.sign.to(logits.device, torch.float32)
+    out = torch.zeros(rows.n_groups, dtype=lp.dtype, device=lp.device)
+    return out.index_add(0, rows.row_group.to(lp.device), lp)

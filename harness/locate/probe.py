@@ -1,0 +1,83 @@
+"""Cross-validated linear-probe accuracy: how linearly separable the two sides of the
+pairs are at a site (Alain & Bengio 2016, "Understanding intermediate layers using linear
+classifier probes"; Belinkov 2022, "Probing Classifiers: Promises, Shortcomings, and
+Advances").
+
+The probe is scikit-learn's L2-regularised logistic regression (C = 1, lbfgs) on
+standardised features (the scaler is fitted inside each training fold), scored by
+accuracy with k-fold cross-validation. Folds are stratified by side and grouped by pair
+(``StratifiedGroupKFold``, shuffled with a seed): both texts of a pair are always in
+the same fold, so a probe is never tested on the twin of a text it was trained on, whose
+shared topic words would make separation look easier than it is.
+
+Two cautions from the probing literature: high accuracy shows that the information is
+decodable, not that the model uses it (hence attribution and patching next to it); and
+with many more dimensions than pairs, accuracy is often near 1 at most layers, so read
+the probe as a filter and the attribution as the ranking.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from harness.core.errors import LocateError
+
+INSTALL = "pip install 'steer-harness[locate]'"
+
+
+def require_sklearn() -> None:
+    """Fail with the install line before any model is loaded."""
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        raise LocateError(
+            f"steer-harness locate needs scikit-learn for its probes: {INSTALL}"
+        ) from None
+
+
+def probe_pipeline() -> Any:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
+
+
+def probe_folds(folds: int, seed: int) -> Any:
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    return StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+
+
+def probe_data(pos: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Features, labels (1 positive, 0 negative) and groups (the pair index)."""
+    n = pos.shape[0]
+    x = np.concatenate([pos, neg]).astype(np.float64)
+    y = np.concatenate([np.ones(n, dtype=int), np.zeros(n, dtype=int)])
+    groups = np.concatenate([np.arange(n), np.arange(n)])
+    return x, y, groups
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    accuracy: float  # mean over folds
+    folds: list[float]
+
+
+def probe_accuracy(pos: np.ndarray, neg: np.ndarray, folds: int, seed: int) -> ProbeResult:
+    """Cross-validated accuracy of a logistic probe separating ``pos`` from ``neg`` rows."""
+    from sklearn.model_selection import cross_val_score
+
+    n = pos.shape[0]
+    if folds < 2:
+        raise LocateError(f"--folds {folds}: cross-validation needs at least 2 folds")
+    if n < folds:
+        raise LocateError(f"--folds {folds}: only {n} pairs; give at most {n} folds")
+    x, y, groups = probe_data(pos, neg)
+    scores = cross_val_score(
+        probe_pipeline(), x, y, groups=groups, cv=probe_folds(folds, seed), scoring="accuracy"
+    )
+    return ProbeResult(float(np.mean(scores)), [float(s) for s in scores])
