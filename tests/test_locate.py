@@ -27,11 +27,13 @@ from prompts import data_path
 
 # Words of the tiny word-level vocabulary (tests/tiny.py), so that no token is <unk>.
 METRIC = TraitMetric(" i feel", " afraid", " happy")
+# A two-token trait continuation: each word gets its own row, teacher-forced.
+METRIC_2 = TraitMetric(" i feel", " terrified afraid", " happy")
 
 
 @pytest.fixture(scope="module")
 def pairs() -> list[Any]:
-    return load_pairs(data_path("pairs/fear.jsonl"))[:6]
+    return load_pairs(data_path("pairs/fear.jsonl"))[:4]
 
 
 @pytest.fixture(scope="module")
@@ -95,16 +97,22 @@ def _logprob(logits: torch.Tensor, ids: list[int], start: int) -> float:
 
 
 @pytest.mark.parametrize(
-    ("component", "layer", "aggregate"),
+    ("component", "layer", "aggregate", "metric"),
     [
-        ("residual", 0, "last"),
-        ("attention", 0, "last"),
-        ("attention", 0, "mean"),
-        ("mlp", 0, "mean"),
+        ("residual", 0, "last", METRIC),
+        ("attention", 0, "last", METRIC),
+        ("attention", 0, "mean", METRIC_2),
+        ("mlp", 0, "mean", METRIC),
+        ("mlp", 0, "last", METRIC_2),
     ],
 )
 def test_exact_patching_equals_a_direct_computation(
-    tiny_lm: Any, pairs: list[Any], component: str, layer: int, aggregate: str
+    tiny_lm: Any,
+    pairs: list[Any],
+    component: str,
+    layer: int,
+    aggregate: str,
+    metric: TraitMetric,
 ):
     """Run the negative text with the site's (aggregated) activation set to the positive
     text's, by a hand-written hook on the HF module, and score the metric by hand."""
@@ -113,13 +121,15 @@ def test_exact_patching_equals_a_direct_computation(
     module = {"residual": block, "attention": block.self_attn, "mlp": block.mlp}[component]
     site = Site(component, layer)  # type: ignore[arg-type]
     modules = SiteModules.of(lm, [site.component])
-    pos_rows, neg_rows = pair_rows(lm, pairs, METRIC, aggregate)  # type: ignore[arg-type]
+    pos_rows, neg_rows = pair_rows(lm, pairs, metric, aggregate)  # type: ignore[arg-type]
+    # one row per text for one-token words, two (teacher-forced) otherwise
+    assert neg_rows.input_ids.shape[0] == len(pairs) * (1 if metric is METRIC else 2)
     acts = pair_activations(lm, pos_rows, neg_rows, modules, [site])
     ours = patch_effect(lm, neg_rows, modules, site, acts.delta(site))
     baseline, _ = forward_metric(lm, neg_rows, modules)
 
-    prefix = tok(METRIC.prefix, add_special_tokens=False)["input_ids"]
-    words = [tok(w, add_special_tokens=False)["input_ids"] for w in (METRIC.trait, METRIC.neutral)]
+    prefix = tok(metric.prefix, add_special_tokens=False)["input_ids"]
+    words = [tok(w, add_special_tokens=False)["input_ids"] for w in (metric.trait, metric.neutral)]
 
     def site_output(ids: list[int]) -> torch.Tensor:
         seen: dict[str, torch.Tensor] = {}
@@ -133,7 +143,7 @@ def test_exact_patching_equals_a_direct_computation(
         h.remove()
         return seen["h"]
 
-    def metric(ids: list[int], patch: torch.Tensor | None) -> float:
+    def trait_gap(ids: list[int], patch: torch.Tensor | None) -> float:
         n = len(ids)
         values = []
         for word in words:
@@ -162,8 +172,8 @@ def test_exact_patching_equals_a_direct_computation(
         neg = tok(p.negative)["input_ids"]
         a_pos, a_neg = site_output(pos), site_output(neg)
         patch = a_pos[-1] if aggregate == "last" else a_pos.mean(0) - a_neg.mean(0)
-        direct_base.append(metric(neg, None))
-        direct.append(metric(neg, patch) - direct_base[-1])
+        direct_base.append(trait_gap(neg, None))
+        direct.append(trait_gap(neg, patch) - direct_base[-1])
     # float32, batched and right-padded against one text at a time: equal to ~1e-6
     torch.testing.assert_close(
         baseline.double(), torch.tensor(direct_base, dtype=torch.float64), atol=1e-4, rtol=1e-4
@@ -272,6 +282,8 @@ def test_locate_command_end_to_end(tmp_path: Path, tiny_model_dir: Path, capsys:
     for component, top in doc["top_k"].items():
         own = {s["layer"]: s["attribution"] for s in doc["sites"] if s["component"] == component}
         assert top == sorted(own, key=lambda i: -own[i])[:2]
+        ranks = {s["layer"]: s["rank"] for s in doc["sites"] if s["component"] == component}
+        assert [ranks[i] for i in top] == [1, 2]
     checked = {
         s["component"] + "." + str(s["layer"]) for s in doc["sites"] if s["exact"] is not None
     }

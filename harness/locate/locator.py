@@ -153,6 +153,7 @@ def locate(
             "exact_se": None,
             "steer_delta": None,
             "steer_delta_se": None,
+            "rank": None,
         }
 
     def ranked(component: Component) -> list[Site]:
@@ -164,6 +165,10 @@ def locate(
 
         return sorted(own, key=key)
 
+    for c in opts.components:
+        for rank, s in enumerate(ranked(c), start=1):
+            per_site[s]["rank"] = rank
+    log.info("locate: probes and attributions of %d sites done", len(sites))
     # The causal check: exact patching of the top sites by attribution.
     checked = [s for c in opts.components for s in ranked(c)[: opts.check]]
     for s in checked:

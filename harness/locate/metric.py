@@ -12,11 +12,13 @@ cancels). For the shipped ``fear`` pairs: ``x + " I feel" + " afraid"`` against
 ``x + " I feel" + " fine"`` (defaults per shipped set in ``prompts/pairs/continuations.json``).
 M > 0 means the model would rather continue ``x`` with the trait word.
 
-Each context becomes two rows, ``x ⊕ prefix ⊕ trait`` and ``x ⊕ prefix ⊕ neutral``,
-whose token ids are the context's ids followed by the prefix's and the word's ids
-(each encoded without special tokens), right-padded: every row starts at position 0, so
-a context's activations are the same in both rows (and the same as when ``x`` is run
-alone: attention is causal), whatever the batch.
+The token ids of a row are the context's ids followed by the prefix's and the word's
+(each encoded without special tokens), right-padded: every row starts at position 0, so a
+context's activations are the same in each of its rows (and the same as when ``x`` is run
+alone: attention is causal), whatever the batch. When both words are single tokens (the
+shipped defaults are, for the usual tokenizers) one row ``x ⊕ prefix`` serves both and
+the two log-probabilities are read from its last position; otherwise each word gets its
+row (:class:`Rows`).
 """
 
 from __future__ import annotations
@@ -80,22 +82,28 @@ def shipped_metrics() -> list[str]:
 
 @dataclass
 class Rows:
-    """Two rows per context (trait, then neutral), right-padded, with their bookkeeping.
+    """Token rows for G contexts, right-padded, and the log-probabilities M is made of.
 
-    Rows ``0..G-1`` are the trait rows of contexts ``0..G-1`` and rows ``G..2G-1`` their
-    neutral rows, so ``row_group = [0..G-1, 0..G-1]`` and ``sign = [+1]*G + [-1]*G``."""
+    When the trait and the neutral word are one token each, a context has one row,
+    ``x ⊕ prefix``, and both words are scored at its last position; otherwise two rows,
+    ``x ⊕ prefix ⊕ trait`` and ``x ⊕ prefix ⊕ neutral``, teacher-forced. Either way rows
+    ``0..G-1`` hold contexts ``0..G-1`` in order (the neutral rows, if any, follow), and
+    ``M[g] = sum over scored entries k of context g of sign[k] * log p(token[k] | row,
+    position)``."""
 
     input_ids: torch.Tensor  # (rows, seq) long
     attention_mask: torch.Tensor  # (rows, seq) long
     row_group: torch.Tensor  # (rows,) long: the context each row belongs to
-    sign: torch.Tensor  # (rows,) float: +1 trait row, -1 neutral row
     patch: torch.Tensor  # (rows, seq) float: 1 where an offset is added
     weights: torch.Tensor  # (rows, seq) float: aggregation weights over the context
-    target: torch.Tensor  # (rows, seq) long: the token position t predicts, or -100
+    score_row: torch.Tensor  # (K,) long: row of each scored token
+    score_pos: torch.Tensor  # (K,) long: position whose next-token distribution is read
+    score_token: torch.Tensor  # (K,) long: the token whose log-probability is taken
+    score_sign: torch.Tensor  # (K,) float: +1 trait, -1 neutral
 
     @property
     def n_groups(self) -> int:
-        return int(self.input_ids.shape[0]) // 2
+        return int(self.row_group.max()) + 1
 
     def to(self, device: str | torch.device) -> Rows:
         return Rows(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
@@ -132,18 +140,29 @@ def build_rows(
     """Rows for contexts given as token ids; see :class:`Rows` and the module docstring."""
     if any(len(c) == 0 for c in contexts):
         raise LocateError("a text has no tokens; remove empty texts from the pair file")
-    seqs: list[tuple[list[int], int, int]] = []  # (ids, context length, word start)
-    for word in words:
+    single = len(words[0]) == 1 and len(words[1]) == 1
+    # (ids, context length, [(position, token, sign)])
+    seqs: list[tuple[list[int], int, list[tuple[int, int, float]]]] = []
+    if single:
         for ctx in contexts:
-            ids = [*ctx, *prefix, *word]
-            seqs.append((ids, len(ctx), len(ctx) + len(prefix)))
+            ids = [*ctx, *prefix]
+            last = len(ids) - 1
+            seqs.append((ids, len(ctx), [(last, words[0][0], 1.0), (last, words[1][0], -1.0)]))
+    else:
+        for word, sign in ((words[0], 1.0), (words[1], -1.0)):
+            for ctx in contexts:
+                ids = [*ctx, *prefix, *word]
+                start = len(ctx) + len(prefix)
+                # position t predicts token t + 1: the word is read from start - 1 on
+                scored = [(t, ids[t + 1], sign) for t in range(start - 1, len(ids) - 1)]
+                seqs.append((ids, len(ctx), scored))
     n_rows, width = len(seqs), max(len(s[0]) for s in seqs)
     input_ids = torch.full((n_rows, width), pad_id, dtype=torch.long)
     mask = torch.zeros((n_rows, width), dtype=torch.long)
     patch = torch.zeros((n_rows, width))
     weights = torch.zeros((n_rows, width))
-    target = torch.full((n_rows, width), -100, dtype=torch.long)
-    for r, (ids, n_ctx, start) in enumerate(seqs):
+    entries: list[tuple[int, int, int, float]] = []
+    for r, (ids, n_ctx, scored) in enumerate(seqs):
         input_ids[r, : len(ids)] = torch.tensor(ids)
         mask[r, : len(ids)] = 1
         if aggregate == "last":
@@ -156,34 +175,26 @@ def build_rows(
             patch[r, :n_ctx] = 1.0
         else:
             patch[r, : len(ids)] = 1.0
-        # position t predicts token t + 1: the word's tokens are predicted from start - 1 on
-        for t in range(start - 1, len(ids) - 1):
-            target[r, t] = ids[t + 1]
+        entries += [(r, pos, tok, sign) for pos, tok, sign in scored]
     g = len(contexts)
     return Rows(
         input_ids=input_ids,
         attention_mask=mask,
-        row_group=torch.arange(g).repeat(2),
-        sign=torch.cat([torch.ones(g), -torch.ones(g)]),
+        row_group=torch.arange(g).repeat(n_rows // g),
         patch=patch,
         weights=weights,
-        target=target,
+        score_row=torch.tensor([e[0] for e in entries], dtype=torch.long),
+        score_pos=torch.tensor([e[1] for e in entries], dtype=torch.long),
+        score_token=torch.tensor([e[2] for e in entries], dtype=torch.long),
+        score_sign=torch.tensor([e[3] for e in entries]),
     )
 
 
-def row_logprob(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per row, the summed log-probability of the target tokens (float32 or wider)."""
-    keep = target >= 0
-    picked = logits[keep]  # (K, vocab): only the scored positions go through log_softmax
-    picked = picked.to(torch.promote_types(picked.dtype, torch.float32))
-    lp = torch.log_softmax(picked, dim=-1).gather(-1, target[keep][:, None])[:, 0]
-    rows = torch.arange(target.shape[0], device=target.device)[:, None].expand_as(target)[keep]
-    out = torch.zeros(target.shape[0], dtype=lp.dtype, device=lp.device)
-    return out.index_add(0, rows, lp)
-
-
 def metric_per_group(logits: torch.Tensor, rows: Rows) -> torch.Tensor:
-    """M per context: the trait row's log-probability minus the neutral row's."""
-    lp = row_logprob(logits, rows.target) * rows.sign.to(logits.device, torch.float32)
+    """M per context from the model's logits (log-softmax in float32 or wider)."""
+    picked = logits[rows.score_row, rows.score_pos]  # (K, vocab): only the scored positions
+    picked = picked.to(torch.promote_types(picked.dtype, torch.float32))
+    lp = torch.log_softmax(picked, dim=-1).gather(-1, rows.score_token[:, None])[:, 0]
+    lp = lp * rows.score_sign.to(lp.dtype)
     out = torch.zeros(rows.n_groups, dtype=lp.dtype, device=lp.device)
-    return out.index_add(0, rows.row_group.to(lp.device), lp)
+    return out.index_add(0, rows.row_group[rows.score_row], lp)

@@ -64,11 +64,15 @@ def render_markdown(doc: dict[str, Any], figure_name: str | None = None) -> str:
         "",
         "## Causal check",
         "",
-        f"Exact activation patching of {pooled['n']} site(s) (the top "
-        f"{check['per_component_top']} per component by attribution): Spearman's ρ between "
-        "attribution and exact effect = "
-        + (_num(rho) if rho is not None else f"– ({pooled.get('reason', '')})")
-        + ".",
+        (
+            f"Exact activation patching of {pooled['n']} site(s) (the top "
+            f"{check['per_component_top']} per component by attribution): Spearman's ρ "
+            "between attribution and exact effect = "
+            + (_num(rho) if rho is not None else f"– ({pooled.get('reason', '')})")
+            + "."
+        )
+        if pooled["n"]
+        else "Skipped (`--check 0`).",
         "",
     ]
     for component, r in check["per_component"].items():
@@ -77,26 +81,13 @@ def render_markdown(doc: dict[str, Any], figure_name: str | None = None) -> str:
             lines.append(f"- {component}: ρ = {value} over {r['n']} site(s)")
     for component in doc["components"]:
         sites = _component_sites(doc, component)
-        order = {
-            s["layer"]: rank
-            for rank, s in enumerate(
-                sorted(
-                    sites,
-                    key=lambda s: (
-                        -(s["attribution"] if s["attribution"] is not None else float("-inf")),
-                        s["layer"],
-                    ),
-                ),
-                start=1,
-            )
-        }
         lines += ["", f"## {component}", "", COLUMNS, "|---:|---:|---:|---:|---:|---:|"]
         for s in sites:
             lines.append(
                 f"| {s['layer']} | {_num(s['probe_accuracy'])} | "
                 f"{_num(s['attribution'], s['attribution_se'])} | "
                 f"{_num(s['exact'], s['exact_se'])} | "
-                f"{_num(s['steer_delta'], s['steer_delta_se'])} | {order[s['layer']]} |"
+                f"{_num(s['steer_delta'], s['steer_delta_se'])} | {s['rank']} |"
             )
     if figure_name:
         lines += ["", f"![probe accuracy and attribution per layer]({figure_name})"]
