@@ -287,9 +287,11 @@ def test_locate_command_end_to_end(tmp_path: Path, tiny_model_dir: Path, capsys:
     checked = {
         s["component"] + "." + str(s["layer"]) for s in doc["sites"] if s["exact"] is not None
     }
-    assert checked == set(doc["check"]["sites"]) and len(checked) == 6
+    # the last layer's sites cannot reach the scored positions: not checked; so 1 per component
+    assert [s["reaches_metric"] for s in doc["sites"]] == [True, False] * 3
+    assert checked == set(doc["check"]["sites"]) == {"residual.0", "attention.0", "mlp.0"}
     rho = doc["check"]["pooled"]["spearman"]
-    assert doc["check"]["pooled"]["n"] == 6 and (rho is None or -1.0 <= rho <= 1.0)
+    assert doc["check"]["pooled"]["n"] == 3 and (rho is None or -1.0 <= rho <= 1.0)
     assert doc["steer"]["n_prompts"] == 2 and set(doc["steer"]["typical_norms"]) == {"0", "1"}
 
     md = out.with_suffix(".md").read_text()
@@ -339,3 +341,19 @@ def test_unsupported_architecture_gets_a_clear_error():
     for component in ("attention", "mlp"):
         with pytest.raises(ModelLoadError, match=r"GPTNeoXLayer.*--components residual"):
             site_modules(layers, component)  # type: ignore[arg-type]
+
+
+def test_without_scikit_learn_the_command_names_the_extra(
+    tmp_path: Path, tiny_model_dir: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
+):
+    import sys
+
+    spec = tmp_path / "spec.toml"
+    spec.write_text(f'[model]\nid = "{tiny_model_dir}"\n')
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # import sklearn -> ImportError
+    rc, err = _run(["locate", str(spec), "--pairs", "fear"], capsys)
+    assert rc == 2
+    assert err == (
+        "error: steer-harness locate needs scikit-learn for its probes: "
+        "pip install 'steer-harness[locate]'\n"
+    )

@@ -154,6 +154,10 @@ def locate(
             "steer_delta": None,
             "steer_delta_se": None,
             "rank": None,
+            # False when no patched position can reach a scored one (the last layer's
+            # sites, whose write at the text's tokens reaches only the text's own logits):
+            # M does not depend on the site at all, and the causal check skips it
+            "reaches_metric": bool((grad != 0).any()),
         }
 
     def ranked(component: Component) -> list[Site]:
@@ -169,8 +173,11 @@ def locate(
         for rank, s in enumerate(ranked(c), start=1):
             per_site[s]["rank"] = rank
     log.info("locate: probes and attributions of %d sites done", len(sites))
-    # The causal check: exact patching of the top sites by attribution.
-    checked = [s for c in opts.components for s in ranked(c)[: opts.check]]
+    # The causal check: exact patching of the top sites by attribution (among the sites M
+    # depends on at all).
+    checked = []
+    for c in opts.components:
+        checked += [s for s in ranked(c) if per_site[s]["reaches_metric"]][: opts.check]
     for s in checked:
         effects = []
         for neg_rows, part in zip(got.neg_rows, got.parts, strict=True):

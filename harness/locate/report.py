@@ -66,7 +66,8 @@ def render_markdown(doc: dict[str, Any], figure_name: str | None = None) -> str:
         "",
         (
             f"Exact activation patching of {pooled['n']} site(s) (the top "
-            f"{check['per_component_top']} per component by attribution): Spearman's ρ "
+            f"{check['per_component_top']} per component by attribution, among the sites "
+            "M depends on): Spearman's ρ "
             "between attribution and exact effect = "
             + (_num(rho) if rho is not None else f"– ({pooled.get('reason', '')})")
             + "."
