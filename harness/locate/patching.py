@@ -25,7 +25,7 @@ pairs. The gradient is taken with respect to a zero offset added at the site (so
 model and its outputs are unchanged), which is the total derivative of M through every
 later layer. It is an approximation, exact only for a metric linear in the activation:
 large patches, saturated softmaxes and attention-sink positions make it misrank sites,
-which is why :func:`exact_effects` checks the top ones.
+which is why the locator checks the top ones with :func:`patch_effect`.
 
 Hooks come from :func:`harness.steering.hooks.edit_residual` on the site modules of
 :mod:`harness.locate.sites`, so they are removed when each pass ends, also on error.
