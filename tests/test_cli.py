@@ -94,7 +94,7 @@ def test_kill_minus_nine_midway_then_resume(make_spec, tmp_path: Path):
     records = JsonlStore(gens).read()
     assert len(records) == total == len({r["id"] for r in records})
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
-    assert [s["status"] for s in manifest["sessions"]] == ["running", "ok"]
+    assert [s["status"] for s in manifest["sessions"]] == ["interrupted (no end recorded)", "ok"]
 
 
 def test_bad_spec_exits_2_with_the_problem(make_spec, tmp_path: Path):

@@ -176,9 +176,8 @@ def test_report_shows_results_seeds_samples_and_manifest(finished_run):
     ):
         assert heading in text
     from harness.report.data import load_run
-    from harness.report.results import _pick_samples
 
-    samples = _pick_samples(load_run(plan.run_dir), "act", "baseline", 3)
+    samples = load_run(plan.run_dir).sample_pairs(["act"], "baseline", 3)["act"]
     assert len(samples) == 3 and len({(b["prompt_id"], b["seed"]) for b, _ in samples}) == 3
     for base, act in samples:
         assert (base["prompt_id"], base["seed"]) == (act["prompt_id"], act["seed"])

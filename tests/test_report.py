@@ -455,6 +455,7 @@ def test_stale_figures_are_removed_and_other_files_kept(degenerate_run, tmp_path
     assert sorted(p.name for p in folder.iterdir()) == [
         "dist-judge.png",
         "dist-lex.png",
+        "figures.json",
         "forest.png",
         "notes.txt",
     ]

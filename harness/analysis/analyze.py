@@ -122,8 +122,10 @@ def analyze_run_dir(
     condition_order: list[str] | None = None,
     condition_info: Mapping[str, ConditionInfo] | None = None,
     options: dict[str, Any] | None = None,
+    key: str | None = None,
 ) -> AnalysisDoc:
-    """Analyse a run directory's scores and store ``analysis.json`` next to them."""
+    """Analyse a run directory's scores and store ``analysis.json`` next to them (with
+    ``key``, the hash of its inputs, when the caller keys it: harness.run.runner)."""
     path = run.scores
     if records is None:
         if not path.exists():
@@ -139,5 +141,7 @@ def analyze_run_dir(
         condition_info=condition_info,
         options=options,
     )
+    if key is not None:
+        result["key"] = key
     write_json_atomic(run.analysis, result)
     return result

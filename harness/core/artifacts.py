@@ -12,15 +12,23 @@ the declaration before any stage trusts it.
   its sweep coordinates or its search outcome.
 - :class:`SearchResult` — ``search/<condition>.json``: a coefficient search's trajectory
   and chosen point.
+- :class:`ManifestDoc` — ``manifest.json``: what produced the records, one session per
+  command that wrote the run directory.
+
+A cached artefact (analysis, search result) carries the ``key`` of everything it was
+computed from; a reader compares it with the key of the current inputs and recomputes on
+a mismatch, so a stale file is never reused.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Hashable
+from functools import cache
 from pathlib import Path
-from typing import Any, NotRequired, TypeVar
+from typing import Any, NotRequired, TypeVar, cast
 
-from pydantic import TypeAdapter
+from pydantic import ConfigDict, TypeAdapter, with_config
 from pydantic import ValidationError as PydanticError
 from typing_extensions import TypedDict
 
@@ -63,7 +71,10 @@ Comparison = dict[str, Any]
 """One comparison record: the keys of :data:`harness.stats.FIELDS`, in that order."""
 
 
+@with_config(ConfigDict(extra="allow"))
 class AnalysisDoc(TypedDict):
+    """Extra top-level keys (a further analysis a plug-in adds) are kept when read."""
+
     created: str
     baseline: str
     conditions: list[str]
@@ -72,6 +83,22 @@ class AnalysisDoc(TypedDict):
     agreement: NotRequired[dict[str, Any]]
     steerability: NotRequired[list[dict[str, Any]]]
     coherence: NotRequired[dict[str, Any]]
+    key: NotRequired[str]
+    """Hash of everything the analysis was computed from (see harness.run.runner)."""
+
+
+@with_config(ConfigDict(extra="allow"))
+class StoredAnalysis(TypedDict):
+    """What a reader of an ``analysis.json`` relies on, checked when it is read: written by
+    another tool (or an older version) it may carry less per condition than
+    :class:`AnalysisDoc` declares, which readers take with ``.get``."""
+
+    baseline: str
+    conditions: list[str]
+    comparisons: list[dict[str, Any]]
+    condition_info: NotRequired[dict[str, dict[str, Any]]]
+    created: NotRequired[str]
+    key: NotRequired[str]
 
 
 class SearchPoint(TypedDict):
@@ -94,31 +121,72 @@ class SearchResult(TypedDict):
     trajectory: list[SearchPoint]
     chosen: ChosenPoint | None
     finished: str
+    key: NotRequired[str]
+    """Hash of everything the search depended on (see harness.run.plan.search_key)."""
+
+
+class StoredSpec(TypedDict):
+    """``spec.json``: the resolved spec a run directory was made from (the report needs
+    only ``spec``; resuming a run also needs ``base_dir``)."""
+
+    spec: dict[str, Any]
+    source: NotRequired[str]
+    base_dir: NotRequired[str]
+
+
+@with_config(ConfigDict(extra="allow"))
+class ManifestSession(TypedDict):
+    command: str
+    started: str
+    finished: str | None
+    status: str
+    """``running`` while its command runs, ``ok``, ``interrupted``, ``error: ...``; read
+    back, a session that never recorded its end is ``interrupted (no end recorded)``."""
+
+
+@with_config(ConfigDict(extra="allow"))
+class ManifestDoc(TypedDict):
+    sessions: list[ManifestSession]
+    created: NotRequired[str]
+    model: NotRequired[dict[str, Any]]
+    conditions: NotRequired[dict[str, Any]]
+    scorers: NotRequired[dict[str, Any]]
 
 
 class ArtifactError(UserError, ValueError):
     """A stored artefact that is not valid JSON or not of its declared shape."""
 
+    def __init__(self, path: Path, detail: str, fix: str):
+        self.path = Path(path)
+        self.detail = detail
+        super().__init__(f"{path}: {detail}; {fix}")
+
 
 T = TypeVar("T")
 
 
-def read_artifact(path: Path, kind: type[T]) -> T:
+@cache
+def _adapter(kind: Hashable) -> TypeAdapter[Any]:
+    return TypeAdapter(cast(Any, kind))
+
+
+def read_artifact(
+    path: Path, kind: type[T], fix: str = "delete it to recompute it", *, as_stored: bool = False
+) -> T:
     """Read and validate a stored JSON artefact; damage is an :class:`ArtifactError` naming
-    the file and the first bad field."""
+    the file and the first bad field (``detail``), then ``fix``. With ``as_stored`` the
+    JSON is returned exactly as stored once it is valid (no coercion, e.g. of 1 to 1.0),
+    for readers that render it or write it back."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except UnicodeDecodeError:
-        raise ArtifactError(f"{path}: not UTF-8 text; delete it to recompute it") from None
+        raise ArtifactError(path, "not UTF-8 text", fix) from None
     except json.JSONDecodeError as exc:
-        raise ArtifactError(
-            f"{path}: damaged JSON ({exc.msg}); delete it to recompute it"
-        ) from None
+        raise ArtifactError(path, f"damaged JSON ({exc.msg})", fix) from None
     try:
-        return TypeAdapter(kind).validate_python(data)
+        checked = _adapter(cast(Hashable, kind)).validate_python(data)
     except PydanticError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        raise ArtifactError(
-            f"{path}: {where}: {err['msg']}; delete it to recompute it"
-        ) from None
+        raise ArtifactError(path, f"{where}: {err['msg']}", fix) from None
+    return cast(T, data if as_stored else checked)

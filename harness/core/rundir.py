@@ -8,6 +8,7 @@ path instead of writing a file name, so the layout is defined once.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 SPEC = "spec.json"
@@ -15,6 +16,8 @@ MANIFEST = "manifest.json"
 GENERATIONS = "generations.jsonl"
 SCORES = "scores.jsonl"
 ANALYSIS = "analysis.json"
+LOCK = ".lock"
+LOCK_OWNER = ".lock-owner.json"
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,16 @@ class RunDir:
         return self.root / ANALYSIS
 
     @property
+    def lock(self) -> Path:
+        """The OS lock file held by the one writer (:mod:`harness.core.lock`)."""
+        return self.root / LOCK
+
+    @property
+    def lock_owner(self) -> Path:
+        """Who holds the lock (PID, since, command), written by the holder beside it."""
+        return self.root / LOCK_OWNER
+
+    @property
     def vectors(self) -> Path:
         """Cached extracted steering vectors (``<content id>.safetensors``)."""
         return self.root / "vectors"
@@ -61,3 +74,10 @@ class RunDir:
 
     def __str__(self) -> str:
         return str(self.root)
+
+
+def set_aside_path(path: Path) -> Path:
+    """Where a damaged artefact is moved so that nothing is lost when a fresh one is
+    started: ``manifest.json`` -> ``manifest.json.damaged-20250101T120000Z``."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    return path.with_name(f"{path.name}.damaged-{stamp}")

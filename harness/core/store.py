@@ -18,6 +18,8 @@ from pydantic import BaseModel
 
 from harness.core.errors import StoreError
 
+_IDS_MEMO: dict[str, Any] = {}
+
 
 class JsonlStore:
     """An append-only JSONL file of records."""
@@ -53,34 +55,46 @@ class JsonlStore:
         return size - keep
 
     def iter_dicts(self) -> Iterator[dict[str, Any]]:
-        """Every complete record; a torn last line is skipped, damage elsewhere raises."""
+        """Every complete record, streamed line by line (memory does not grow with the
+        file); a torn last line is skipped, damage elsewhere raises."""
         if not self.path.exists():
             return
         with self.path.open("rb") as fh:
-            lines = fh.read().split(b"\n")
-        # After split, a file ending in "\n" has an empty last element; anything else there
-        # is a record torn by a kill, which the writer will cut off on its next open.
-        body, tail = lines[:-1], lines[-1]
-        for lineno, raw in enumerate(body, start=1):
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise StoreError(
-                    f"{self.path}:{lineno}: damaged record ({exc.msg}); only a torn last "
-                    "line is repaired automatically: fix or delete this line"
-                ) from None
-            if not isinstance(obj, dict):
-                raise StoreError(f"{self.path}:{lineno}: a record must be a JSON object")
-            yield obj
-        del tail
+            for lineno, raw in enumerate(fh, start=1):
+                # A last line without its newline is a record torn by a kill, which the
+                # writer will cut off on its next open.
+                if not raw.endswith(b"\n"):
+                    return
+                if not raw.strip():
+                    continue
+                try:
+                    obj = json.loads(raw.decode("utf-8"))
+                except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                    msg = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
+                    raise StoreError(
+                        f"{self.path}:{lineno}: damaged record ({msg}); only a torn last "
+                        "line is repaired automatically: fix or delete this line"
+                    ) from None
+                if not isinstance(obj, dict):
+                    raise StoreError(f"{self.path}:{lineno}: a record must be a JSON object")
+                yield obj
 
     def read(self) -> list[dict[str, Any]]:
         return list(self.iter_dicts())
 
     def ids(self) -> set[str]:
-        return {str(r["id"]) for r in self.iter_dicts() if "id" in r}
+        """The ids of the stored records (memoised per file state within a process: the
+        stages of one command ask for them in turn, and a store only changes by growing)."""
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return set()
+        memo = (str(self.path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+        if _IDS_MEMO.get("state") != memo:
+            _IDS_MEMO.clear()  # one store's ids at a time: memory stays one set
+            _IDS_MEMO["ids"] = frozenset(str(r["id"]) for r in self.iter_dicts() if "id" in r)
+            _IDS_MEMO["state"] = memo
+        return set(_IDS_MEMO["ids"])
 
     def append(self, records: Iterable[BaseModel | dict[str, Any]]) -> int:
         """Append records, one write and flush per line; fsync once at the end."""

@@ -1,16 +1,41 @@
-"""Everything a report section may read, loaded once from a run directory's records."""
+"""Everything a report section may read, loaded once from a run directory's records.
+
+The stores are not loaded whole: :class:`StoredRecords` streams a store afresh each time
+a section iterates it, and what the sections need of the generations (the prompt order,
+the sample pairs) is gathered in a few passes that keep only that, so rendering a report
+takes memory independent of the number of records. The small artefacts (analysis, spec,
+manifest) are validated when read (:func:`harness.core.artifacts.read_artifact`).
+"""
 
 from __future__ import annotations
 
-import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from harness.analysis.table import Table, score_table
+from harness.core.artifacts import StoredAnalysis, StoredSpec, read_artifact
+from harness.core.manifest import read_manifest
 from harness.core.rundir import RunDir
 from harness.core.store import JsonlStore
+
+
+class StoredRecords:
+    """The records of an append-only store, streamed from disk on each iteration."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return JsonlStore(self.path).iter_dicts()
+
+    def __bool__(self) -> bool:
+        return next(iter(self), None) is not None
+
+
+Records = list[dict[str, Any]] | StoredRecords
 
 
 @dataclass
@@ -21,9 +46,10 @@ class RunData:
     analysis: dict[str, Any]
     spec: dict[str, Any] | None = None
     manifest: dict[str, Any] | None = None
-    generations: list[dict[str, Any]] = field(default_factory=list)
+    generations: Records = field(default_factory=list)
+    """generations.jsonl records (a list, or the store streamed: iterate, never index)."""
     report_path: Path | None = None
-    scores: list[dict[str, Any]] = field(default_factory=list)
+    scores: Records = field(default_factory=list)
     """scores.jsonl records (one per text x metric); empty when the file is absent."""
     figures: dict[str, Any] = field(default_factory=dict)
     """Figures written next to the report (harness.report.figures.FigureRef by key:
@@ -46,24 +72,66 @@ class RunData:
         keep = set(self.analysis.get("conditions") or [])
         return score_table(r for r in self.scores if not keep or r.get("condition") in keep)
 
+    @cached_property
+    def prompt_order(self) -> tuple[list[str], list[int]]:
+        """(prompt ids in the order of the generations, their seeds sorted): one pass."""
+        prompts: dict[str, None] = {}
+        seeds: set[int] = set()
+        for g in self.generations:
+            prompts.setdefault(g["prompt_id"], None)
+            seeds.add(g["seed"])
+        return list(prompts), sorted(seeds)
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+    def sample_pairs(
+        self, conditions: Iterable[str], baseline: str, k: int
+    ) -> dict[str, list[tuple[dict[str, Any], dict[str, Any]]]]:
+        """Per condition, up to ``k`` (baseline, steered) generation pairs on the same keys
+        for every condition: prompt i shown with seed i mod S, in prompt order. Two passes
+        over the generations beyond :attr:`prompt_order`; only the chosen records are kept."""
+        conditions = list(conditions)
+        prompt_ids, seeds = self.prompt_order
+        if not seeds or k <= 0:
+            return {c: [] for c in conditions}
+        shown = {pid: seeds[i % len(seeds)] for i, pid in enumerate(prompt_ids)}
+        wanted = {baseline, *conditions}
+        present: set[tuple[str, str]] = set()
+        for g in self.generations:
+            if g["condition"] in wanted and shown.get(g["prompt_id"]) == g["seed"]:
+                present.add((g["condition"], g["prompt_id"]))
+        chosen: dict[str, list[str]] = {}
+        for cond in conditions:
+            pids = [p for p in prompt_ids if (baseline, p) in present and (cond, p) in present]
+            chosen[cond] = pids[:k]
+        need = {(c, p) for c, pids in chosen.items() for p in pids}
+        need |= {(baseline, p) for pids in chosen.values() for p in pids}
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        for g in self.generations:
+            key = (g["condition"], g["prompt_id"])
+            if key in need and shown.get(g["prompt_id"]) == g["seed"]:
+                found[key] = g
+        return {
+            cond: [(found[(baseline, p)], found[(cond, p)]) for p in pids]
+            for cond, pids in chosen.items()
+        }
 
 
 def load_run(run_dir: Path) -> RunData:
     run = RunDir(run_dir)
-    analysis = _read_json(run.analysis)
-    if analysis is None:
+    if not run.analysis.exists():
         raise FileNotFoundError(
             f"{run_dir}: no {run.analysis.name}; run `steer-harness analyze {run_dir}`"
         )
-    gens = JsonlStore(run.generations).read() if run.generations.exists() else []
+    fix = f"run `steer-harness analyze {run_dir}` to write it again"
+    analysis = read_artifact(run.analysis, StoredAnalysis, fix, as_stored=True)
+    spec = None
+    if run.spec.exists():
+        fix = "run its spec file again to store it"
+        spec = dict(read_artifact(run.spec, StoredSpec, fix, as_stored=True))
     return RunData(
         run.root,
-        analysis,
-        _read_json(run.spec),
-        _read_json(run.manifest),
-        gens,
-        scores=JsonlStore(run.scores).read() if run.scores.exists() else [],
+        dict(analysis),
+        spec,
+        read_manifest(run),
+        StoredRecords(run.generations) if run.generations.exists() else [],
+        scores=StoredRecords(run.scores) if run.scores.exists() else [],
     )

@@ -14,19 +14,30 @@ For a report ``reports/demo.md`` the figures go to ``reports/demo/`` and are lin
 Figures this module wrote before and no longer makes are removed; other files in the
 folder are left alone. A figure that fails to draw becomes a note in the report, never an
 exception (its error is logged).
+
+Drawing is the slowest part of a report, and a re-run that changed nothing must not pay
+for it: ``figures.json`` in the folder records the figures drawn and the key of what they
+were drawn from (the analysis, the stored spec, the scores' bytes, the link, the drawing
+code and matplotlib's version). While that key is unchanged and the files are there, the
+figures are reused as they are.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.report import plots
-from harness.report.data import RunData
+import matplotlib
+
+from harness.core.files import file_sha256, write_json_atomic
+from harness.core.ids import content_id
+from harness.report import focus, plots
+from harness.report.data import RunData, StoredRecords
 from harness.report.focus import (
     condition_infos,
     dose_plans,
@@ -43,6 +54,7 @@ __all__ = ["MAX_FOREST_ROWS", "MAX_PANELS", "FigureRef", "asset_dir", "make_figu
 MAX_FOREST_ROWS = 48
 MAX_PANELS = 12
 OWN_PATTERNS = ("forest.png", "forest-*.png", "dist-*.png", "dose-*.png")
+CACHE = "figures.json"
 
 
 @dataclass
@@ -88,10 +100,54 @@ def _draw(
         out[key] = FigureRef(None, title, [*notes, f"figure not drawn: {exc}"])
 
 
+def figures_key(run: RunData, link: str) -> str:
+    """Hash of everything the figures are drawn from (see the module docstring)."""
+    if isinstance(run.scores, StoredRecords):
+        scores = file_sha256(run.scores.path, complete_lines=True)
+    else:
+        scores = content_id(list(run.scores))
+    code = hashlib.sha256()
+    for module in (plots, focus):
+        code.update(Path(str(module.__file__)).read_bytes())
+    code.update(Path(__file__).read_bytes())
+    return content_id(
+        {
+            "analysis": run.analysis,
+            "spec": run.spec,
+            "scores": scores,
+            "name": run.name,
+            "link": link,
+            "code": code.hexdigest(),
+            "matplotlib": matplotlib.__version__,
+        },
+        length=32,
+    )
+
+
+def _reusable(folder: Path, key: str) -> dict[str, FigureRef] | None:
+    """The figures recorded in ``folder`` if they were drawn from ``key`` and are all there."""
+    try:
+        stored = json.loads((folder / CACHE).read_text(encoding="utf-8"))
+        if stored.get("key") != key:
+            return None
+        refs = {k: FigureRef(**v) for k, v in stored["figures"].items()}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    for ref in refs.values():
+        if ref.path is not None and not (folder / Path(ref.path).name).is_file():
+            return None
+    return refs
+
+
 def make_figures(run: RunData, folder: Path, link: str) -> dict[str, FigureRef]:
-    """Draw every figure of ``run`` into ``folder``; ``link`` is the folder as seen from
-    the report. Keys: ``forest`` or ``forest:<scorer>``, ``dist:<scorer>``,
-    ``dose:<group>``."""
+    """Draw every figure of ``run`` into ``folder`` (or reuse them, when drawn from the same
+    inputs); ``link`` is the folder as seen from the report. Keys: ``forest`` or
+    ``forest:<scorer>``, ``dist:<scorer>``, ``dose:<group>``."""
+    key = figures_key(run, link)
+    reused = _reusable(folder, key)
+    if reused is not None:
+        log.info("%s: figures reused (inputs unchanged)", folder)
+        return reused
     out: dict[str, FigureRef] = {}
     comps = run.comparisons
     scorers = list(dict.fromkeys(str(c["scorer"]) for c in comps))
@@ -172,6 +228,10 @@ def make_figures(run: RunData, folder: Path, link: str) -> dict[str, FigureRef]:
         )
 
     _remove_stale(folder, written)
+    if out and all(ref.path is not None for ref in out.values()):  # a failure is retried
+        write_json_atomic(
+            folder / CACHE, {"key": key, "figures": {k: asdict(v) for k, v in out.items()}}
+        )
     return out
 
 

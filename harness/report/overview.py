@@ -36,7 +36,7 @@ def section_setup(run: RunData) -> str:
     gen = spec["generation"]
     model = spec["model"]
     prompts = spec["prompts"]
-    n_prompts = len({g["prompt_id"] for g in run.generations}) or "?"
+    n_prompts = len(run.prompt_order[0]) or "?"
     decoding = (
         f"sampling, temperature {gen['temperature']}, top-p {gen['top_p']}, top-k {gen['top_k']}"
         if gen["sampling"]

@@ -102,23 +102,6 @@ def section_seeds(run: RunData) -> str:
     )
 
 
-def _pick_samples(run: RunData, condition: str, baseline: str, k: int) -> list[tuple[dict, dict]]:
-    """The same (prompt, seed) keys for every condition: prompt i shown with seed i mod S."""
-    by_key = {(g["condition"], g["prompt_id"], g["seed"]): g for g in run.generations}
-    prompt_ids = list(dict.fromkeys(g["prompt_id"] for g in run.generations))
-    seeds = sorted({g["seed"] for g in run.generations})
-    out: list[tuple[dict, dict]] = []
-    for i, pid in enumerate(prompt_ids):
-        if len(out) >= k:
-            break
-        seed = seeds[i % len(seeds)]
-        base = by_key.get((baseline, pid, seed))
-        steered = by_key.get((condition, pid, seed))
-        if base and steered:
-            out.append((base, steered))
-    return out
-
-
 def section_samples(run: RunData) -> str:
     if not run.generations:
         return ""
@@ -136,8 +119,9 @@ def section_samples(run: RunData) -> str:
         "Each steered text next to its baseline twin: same prompt, same seed, same random "
         "stream; they differ only by the intervention.",
     ]
+    pairs = run.sample_pairs(conditions, baseline, k)
     for cond in conditions:
-        samples = _pick_samples(run, cond, baseline, k)
+        samples = pairs[cond]
         if not samples:
             continue
         rows = [

@@ -9,7 +9,7 @@ checks them against the model's config (layer indices), all before any weights l
 
 from __future__ import annotations
 
-import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +21,14 @@ from harness.config.prompts import Prompt, load_prompts
 from harness.config.scorers import ResolvedScorer, resolve_scorer
 from harness.config.spec import ConditionSpec, Spec, describe_errors, validate_spec
 from harness.config.sweeps import expand
-from harness.core.artifacts import ConditionInfo, SearchResult, SweepInfo, read_artifact
+from harness.core.artifacts import (
+    ArtifactError,
+    ConditionInfo,
+    SearchResult,
+    StoredSpec,
+    SweepInfo,
+    read_artifact,
+)
 from harness.core.errors import ModelLoadError, PromptSetError, SpecError
 from harness.core.files import write_json_atomic
 from harness.core.ids import content_id
@@ -31,6 +38,8 @@ from harness.core.scoring import ScorerContext
 from harness.model.loading import ModelInfo, load_config, model_info, model_key
 from harness.steering.base import METHODS, MethodContext, MethodParams, SteeringMethod
 from harness.steering.methods.activation import check_layers, check_source
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -161,9 +170,73 @@ def resolve_condition(
     return ResolvedCondition(cond, cls, params, method, key, extra), []
 
 
-def load_search_result(run: RunDir, condition: str) -> SearchResult | None:
+def search_seeds(spec: Spec, cond: ConditionSpec) -> list[int]:
+    """The seeds a condition's search generates with: its own, else the spec's first."""
+    assert cond.search is not None
+    return list(cond.search.seeds or spec.generation.seeds[:1])
+
+
+def search_scorers(cond: ConditionSpec, scorers: list[ResolvedScorer]) -> list[ResolvedScorer]:
+    """The scorers a search reads: those of its trait and its guards."""
+    assert cond.search is not None
+    refs = [cond.search.trait, *(g.metric for g in cond.search.guards)]
+    needed = {ref.split("/", 1)[0] for ref in refs}
+    return [s for s in scorers if s.name in needed]
+
+
+def search_key(
+    spec: Spec,
+    cond: ConditionSpec,
+    method: SteeringMethod,
+    baseline_key: str,
+    scorers: list[ResolvedScorer],
+    selection: list[Prompt],
+    mkey: dict[str, Any],
+) -> str:
+    """Hash of everything a condition's search result depends on: the condition (method,
+    params and what they point at, via the method's fingerprint) and its search settings,
+    the scorers it reads, the model, the decoding, the baseline, the selection prompts and
+    the seeds. A stored result with another key is stale and is searched again."""
+    assert cond.search is not None
+    return content_id(
+        {
+            "condition": {
+                "name": cond.name,
+                "method": cond.method,
+                "params": cond.params,
+                "fingerprint": method.fingerprint(),
+            },
+            "search": cond.search.model_dump(mode="json"),
+            "scorers": {s.name: s.key for s in search_scorers(cond, scorers)},
+            "model": mkey,
+            "decoding": spec.generation.decoding(),
+            "baseline": baseline_key,
+            "selection": [[p.id, p.text] for p in selection],
+            "seeds": search_seeds(spec, cond),
+        },
+        length=32,
+    )
+
+
+def load_search_result(run: RunDir, condition: str, key: str | None) -> SearchResult | None:
+    """A finished search's stored result, if it was made with exactly these inputs
+    (``key``); a damaged or stale one is reported and searched again."""
     path = run.search_result(condition)
-    return read_artifact(path, SearchResult) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        result = read_artifact(path, SearchResult)
+    except ArtifactError as exc:
+        log.warning("%s: %s; searching again", path, exc.detail)
+        return None
+    if key is None or result.get("key") != key:
+        log.warning(
+            "%s was made for other settings (condition, search, scorers, model, decoding, "
+            "baseline or selection prompts changed); searching again",
+            path,
+        )
+        return None
+    return result
 
 
 def search_layers(method: SteeringMethod, cond: ConditionSpec) -> list[int]:
@@ -188,16 +261,24 @@ def sweep_info(method: SteeringMethod, group: str, point: dict[str, Any]) -> Swe
     }
 
 
+SearchKey = Callable[[ConditionSpec, SteeringMethod, str], str]
+"""(condition, its method as written, the baseline's key) -> :func:`search_key`."""
+
+
 def _resolve_conditions(
-    spec: Spec, run: RunDir, problems: list[str], info: ModelInfo | None
+    spec: Spec,
+    run: RunDir,
+    problems: list[str],
+    info: ModelInfo | None,
+    key_of: SearchKey | None = None,
 ) -> tuple[list[ResolvedCondition], list[ConditionSpec]]:
     """Every condition with its sweep points expanded, and the searches still to run.
 
     A searched condition resolves to the point its finished search chose; until then it
     has no work items. Problems shared by several sweep points are reported once, those of
     one point name it."""
-    resolved = []
-    pending = []
+    resolved: list[ResolvedCondition] = []
+    pending: list[ConditionSpec] = []
     cache = run.vectors
     for index, cond in enumerate(spec.all_conditions):
         if cond.search is not None:
@@ -206,7 +287,13 @@ def _resolve_conditions(
                 problems += [p for p in issues if p not in problems]
                 continue
             base = cls(params, MethodContext(cond.name, spec._base_dir, cache, spec.vectors))
-            result = load_search_result(run, cond.name)
+            key = None
+            if key_of is not None and resolved and resolved[0].name == spec.baseline.name:
+                try:
+                    key = key_of(cond, base, resolved[0].key)
+                except Exception:  # fingerprint failed: the candidates below report why
+                    key = None
+            result = load_search_result(run, cond.name, key)
             if result is None:
                 layers = search_layers(base, cond)
                 candidates = [base.at(layer, cond.search.start) for layer in layers] or [params]
@@ -333,20 +420,29 @@ def build_plan(spec: Spec, source: str, run_dir: Path | None = None) -> Plan:
     if info is not None:
         problems += _check_library(spec, info)
     run = RunDir(run_dir)
-    conditions, pending = _resolve_conditions(spec, run, problems, info)
-    scorers = _resolve_scorers(spec, problems)
+    # Scorers and prompts are resolved first (a search result's key depends on them);
+    # their problems are listed after the conditions', in the order of the spec.
+    later: list[str] = []
+    scorers = _resolve_scorers(spec, later)
     prompts: list[Prompt] = []
     try:
         prompts = load_prompts(spec.prompts)
     except PromptSetError as exc:
-        problems.append(f"prompts: {exc}")
+        later.append(f"prompts: {exc}")
     if spec.has_search and len(prompts) == 1:
-        problems.append("prompts: a search needs at least 2 prompts (selection and held out)")
+        later.append("prompts: a search needs at least 2 prompts (selection and held out)")
+    selection: list[Prompt] = []
+    if spec.has_search and len(prompts) > 1:
+        selection, prompts = split_prompts(prompts, spec.split.selection_fraction)
+
+    def key_of(cond: ConditionSpec, method: SteeringMethod, baseline_key: str) -> str:
+        mkey = model_key(spec.model)
+        return search_key(spec, cond, method, baseline_key, scorers, selection, mkey)
+
+    conditions, pending = _resolve_conditions(spec, run, problems, info, key_of)
+    problems += later
     if problems:
         raise SpecError(source, problems)
-    selection: list[Prompt] = []
-    if spec.has_search:
-        selection, prompts = split_prompts(prompts, spec.split.selection_fraction)
     mkey = model_key(spec.model)
     items = make_items(conditions, prompts, spec.generation.seeds, mkey, spec.generation.decoding())
     return Plan(spec, run, conditions, scorers, prompts, items, mkey, selection, pending)
@@ -369,5 +465,8 @@ def load_run_spec(run_dir: Path) -> Spec:
     path = RunDir(run_dir).spec
     if not path.exists():
         raise SpecError(str(run_dir), [f"no {path.name} here; is this a run directory?"])
-    stored = json.loads(path.read_text(encoding="utf-8"))
+    fix = "run the spec file itself (`run SPEC`) to store it again"
+    stored = read_artifact(path, StoredSpec, fix)
+    if "base_dir" not in stored:
+        raise ArtifactError(path, "base_dir: Field required", fix)
     return validate_spec(stored["spec"], str(path), Path(stored["base_dir"]))

@@ -1,8 +1,11 @@
 """The runner: open a spec or run directory as a plan, and chain the stages (search,
-generate, score, analyze, report) on it inside one manifest session.
+generate, score, analyze, report) on it inside one manifest session, holding the run
+directory's lock (:mod:`harness.core.lock`) from before its first write to after its last.
 
 The stages themselves live in :mod:`harness.run.stages` (generate, score) and
 :mod:`harness.run.search`; analysis and the report are their own packages, called here.
+The analysis is keyed (:func:`analysis_key`) by everything it is computed from and reused
+while that key is unchanged, so a re-run with nothing new does not recompute it.
 """
 
 from __future__ import annotations
@@ -10,11 +13,22 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from harness import __version__
 from harness.analysis.analyze import analyze_run_dir
 from harness.config.spec import Spec, load_spec
-from harness.core.artifacts import AnalysisDoc, ChosenPoint, ConditionInfo
+from harness.core.artifacts import (
+    AnalysisDoc,
+    ArtifactError,
+    ChosenPoint,
+    ConditionInfo,
+    StoredAnalysis,
+    read_artifact,
+)
+from harness.core.files import file_sha256
+from harness.core.ids import content_id
+from harness.core.lock import RunLock
 from harness.core.manifest import Manifest
 from harness.report.markdown import write_report
 from harness.run.plan import Plan, build_plan, load_run_spec, save_spec
@@ -72,20 +86,63 @@ def condition_info(plan: Plan) -> dict[str, ConditionInfo]:
     return {c.name: c.condition_info() for c in plan.conditions}
 
 
-def analyze_plan(
-    plan: Plan, baseline: str | None = None, n_boot: int | None = None
-) -> AnalysisDoc:
-    """Analyse this plan's current scores (records of items no longer planned are left out)."""
+def analysis_key(plan: Plan, baseline: str, n_boot: int) -> str:
+    """Hash of everything :func:`analyze_plan` computes from: the score records it reads
+    (the bytes of ``scores.jsonl`` and which generations and scorers it keeps), the
+    baseline, the conditions and their info, the analysis options, the bootstrap settings
+    and the harness version."""
     opts = plan.spec.analysis
+    return content_id(
+        {
+            "scores": file_sha256(plan.run.scores, complete_lines=True),
+            "generations": content_id([it.id for it in plan.items]),
+            "scorers": [sc.key for sc in plan.scorers],
+            "baseline": baseline,
+            "conditions": [c.name for c in plan.conditions],
+            "condition_info": condition_info(plan),
+            "options": opts.model_dump(mode="json"),
+            "bootstrap": {"resamples": n_boot, "seed": opts.bootstrap_seed},
+            "harness": __version__,
+        },
+        length=32,
+    )
+
+
+def stored_analysis(plan: Plan, key: str) -> AnalysisDoc | None:
+    """The stored analysis if it was computed from exactly these inputs; a damaged one is
+    recomputed with a warning naming it."""
+    path = plan.run.analysis
+    if not path.exists():
+        return None
+    try:
+        doc = read_artifact(path, StoredAnalysis, as_stored=True)
+    except ArtifactError as exc:
+        log.warning("%s: %s; recomputing it", path, exc.detail)
+        return None
+    return cast(AnalysisDoc, doc) if doc.get("key") == key else None
+
+
+def analyze_plan(plan: Plan, baseline: str | None = None, n_boot: int | None = None) -> AnalysisDoc:
+    """Analyse this plan's current scores (records of items no longer planned are left
+    out), or return the stored analysis when its inputs are unchanged."""
+    opts = plan.spec.analysis
+    baseline = baseline or plan.spec.baseline.name
+    n_boot = opts.bootstrap_resamples if n_boot is None else n_boot
+    key = analysis_key(plan, baseline, n_boot)
+    stored = stored_analysis(plan, key)
+    if stored is not None:
+        log.info("%s: inputs unchanged, analysis reused", plan.run.analysis)
+        return stored
     return analyze_run_dir(
         plan.run,
-        baseline or plan.spec.baseline.name,
+        baseline,
         current_scores(plan),
-        n_boot=opts.bootstrap_resamples if n_boot is None else n_boot,
+        n_boot=n_boot,
         boot_seed=opts.bootstrap_seed,
         condition_order=[c.name for c in plan.conditions],
         condition_info=condition_info(plan),
         options=opts.model_dump(mode="json"),
+        key=key,
     )
 
 
@@ -98,14 +155,26 @@ class RunSummary:
 
 
 def run_stages(plan: Plan, source: str, stages: tuple[str, ...] = STAGES) -> RunSummary:
-    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    """Run ``stages`` on ``plan`` as the run directory's one writer: a second writer is
+    refused (:class:`harness.core.lock.RunInUseError`) before it writes anything."""
+    command = " ".join(stages)
+    with RunLock(plan.run, command) as lock:
+        if plan.pending_searches:  # a writer that held the lock before may have finished them
+            plan = build_plan(plan.spec, source, plan.run_dir)
+        return _run_locked(plan, source, stages, command, lock.token)
+
+
+def _run_locked(
+    plan: Plan, source: str, stages: tuple[str, ...], command: str, token: str
+) -> RunSummary:
     save_spec(plan, source)
     manifest = Manifest(plan.run.manifest)
-    manifest.start(" ".join(stages))
+    manifest.start(command, session_id=token)
     summary = RunSummary(plan.run_dir)
     models = ModelHolder(plan, manifest)  # loaded on first use, shared by the stages
     try:
         if "generate" in stages and plan.pending_searches:
+            log.info("stage search")
             for cond in plan.pending_searches:
                 result = run_search(plan, cond, models)
                 chosen = result["chosen"]
@@ -114,14 +183,18 @@ def run_stages(plan: Plan, source: str, stages: tuple[str, ...] = STAGES) -> Run
             plan = build_plan(plan.spec, source, plan.run_dir)
             models.plan = plan
         if "generate" in stages:
+            log.info("stage generate")
             summary.stages["generate"] = generate_stage(plan, manifest, models)
         if "score" in stages:
+            log.info("stage score")
             summary.stages["score"] = score_stage(plan, manifest, models)
         if "analyze" in stages:
+            log.info("stage analyze")
             analyze_plan(plan)
         # The session is closed before the report so the report shows it finished.
         manifest.finish("ok")
         if "report" in stages:
+            log.info("stage report")
             summary.report = write_report(plan.run, plan.report_path)
     except BaseException as exc:
         manifest.finish("interrupted" if isinstance(exc, KeyboardInterrupt) else f"error: {exc}")

@@ -13,7 +13,9 @@ the data it was tuned on (the same split holds for every condition of the spec).
 
 Each evaluated point is a small plan of its own under ``runs/<name>/search/<condition>/``
 (generations and scores with content ids), so an interrupted search resumes where it
-stopped and repeats the same trajectory. The result is ``search/<condition>.json``.
+stopped and repeats the same trajectory. The result is ``search/<condition>.json``,
+keyed by everything it depends on (:func:`harness.run.plan.search_key`): when any of that
+changes the search runs again (its points' records are reused where their ids match).
 """
 
 from __future__ import annotations
@@ -28,7 +30,16 @@ from harness.core.errors import SearchError
 from harness.core.files import write_json_atomic
 from harness.core.ids import utc_now
 from harness.core.manifest import Manifest
-from harness.run.plan import Plan, make_items, resolve_condition, resolve_method, search_layers
+from harness.run.plan import (
+    Plan,
+    make_items,
+    resolve_condition,
+    resolve_method,
+    search_key,
+    search_layers,
+    search_scorers,
+    search_seeds,
+)
 from harness.run.stages import ModelHolder, current_scores, generate_stage, score_stage
 
 __all__ = ["SearchError", "evaluate", "guard_passes", "next_coefficient", "run_search"]
@@ -105,14 +116,16 @@ def run_search(plan: Plan, cond: ConditionSpec, models: ModelHolder) -> SearchRe
     manifest = Manifest(points_dir.manifest)
     manifest.start(f"search {cond.name}")
     index = 1 + [c.name for c in spec.conditions].index(cond.name)
-    needed = {ref.split("/", 1)[0] for ref in [search.trait, *(g.metric for g in search.guards)]}
-    scorers = [s for s in plan.scorers if s.name in needed]
+    scorers = search_scorers(cond, plan.scorers)
     baseline = plan.conditions[0]
-    seeds = search.seeds or spec.generation.seeds[:1]
+    seeds = search_seeds(spec, cond)
     cls, base_params, ctx, problems = resolve_method(spec, index, cond, plan.run.vectors)
     if cls is None or base_params is None:
         raise SearchError(f"search {cond.name}: {'; '.join(problems)}")
     base = cls(base_params, ctx)
+    key = search_key(
+        spec, cond, base, baseline.key, plan.scorers, plan.selection_prompts, plan.model_key
+    )
     trajectory: list[SearchPoint] = []
     sign = 1.0 if search.direction == "increase" else -1.0
     for layer in search_layers(base, cond):
@@ -174,6 +187,7 @@ def run_search(plan: Plan, cond: ConditionSpec, models: ModelHolder) -> SearchRe
         if best
         else None,
         "finished": utc_now(),
+        "key": key,
     }
     write_json_atomic(plan.run.search_result(cond.name), out)
     manifest.finish("ok" if best else "no valid point")

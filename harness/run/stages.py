@@ -8,13 +8,13 @@ report inside one manifest session.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
+from harness.core.errors import StoreError
 from harness.core.ids import content_id
 from harness.core.manifest import Manifest
 from harness.core.records import GenerationRecord, ScoreRecord
@@ -181,11 +181,52 @@ def generate_stage(plan: Plan, manifest: Manifest, models: ModelHolder) -> Stage
     return result
 
 
+# --- reading the stores (streamed: only ids, or the fields a stage needs, are kept) ---
+
+GENERATION_FIELDS = ("id", "condition", "prompt_id", "seed", "prompt", "text")
+"""What the score stage needs of a generation record (the rest stays on disk)."""
+
+
+def load_generations(plan: Plan, ids: set[str]) -> list[dict[str, Any]]:
+    """The :data:`GENERATION_FIELDS` of these generations, in plan order (the last record
+    of an id wins), streamed from the store so that only the requested ones are held."""
+    path = plan.run.generations
+    by_id: dict[str, dict[str, Any]] = {}
+    for rec in JsonlStore(path).iter_dicts():
+        if rec.get("id") not in ids:
+            continue
+        missing = [k for k in GENERATION_FIELDS if k not in rec]
+        if missing:
+            raise StoreError(
+                f"{path}: generation record {rec['id']} lacks {missing}; delete that line "
+                "and run the same command again to regenerate it"
+            )
+        by_id[rec["id"]] = {k: rec[k] for k in GENERATION_FIELDS}
+    return [by_id[it.id] for it in plan.items if it.id in by_id]
+
+
 def current_generations(plan: Plan) -> list[dict[str, Any]]:
     """This plan's generation records (records of items no longer in the spec are skipped)."""
-    wanted = {it.id for it in plan.items}
-    by_id = {r["id"]: r for r in JsonlStore(plan.run.generations).iter_dicts()}
-    return [by_id[it.id] for it in plan.items if it.id in by_id and it.id in wanted]
+    return load_generations(plan, {it.id for it in plan.items})
+
+
+def scored_metrics(store: JsonlStore) -> dict[str, dict[str, frozenset[str]]]:
+    """scorer key -> generation id -> the metrics it has a final record of, streamed.
+
+    Nulls from transient failures are not final: they are scored again, and the new
+    record (same id) supersedes the old one when scores are read."""
+    done: dict[str, dict[str, set[str]]] = {}
+    names: dict[str, str] = {}
+    for rec in store.iter_dicts():
+        if not is_final(rec):
+            continue
+        metric = names.setdefault(rec["metric"], rec["metric"])  # one string per metric
+        done.setdefault(rec["scorer_key"], {}).setdefault(rec["generation_id"], set()).add(metric)
+    shared: dict[frozenset[str], frozenset[str]] = {}
+    return {
+        key: {gid: shared.setdefault(frozenset(m), frozenset(m)) for gid, m in by_gen.items()}
+        for key, by_gen in done.items()
+    }
 
 
 def score_stage(plan: Plan, manifest: Manifest, models: ModelHolder | None = None) -> StageResult:
@@ -193,32 +234,27 @@ def score_stage(plan: Plan, manifest: Manifest, models: ModelHolder | None = Non
     dropped = store.repair()
     if dropped:
         log.warning("%s: dropped a torn last record (%d bytes)", store.path, dropped)
-    # Nulls from transient failures are not done: they are scored again, and the new record
-    # (same id) supersedes the old one when scores are read.
-    final = [rec for rec in store.iter_dicts() if is_final(rec)]
-    existing_ids = {rec["id"] for rec in final}
-    done_pairs: dict[tuple[str, str], set[str]] = defaultdict(set)
-    for rec in final:
-        done_pairs[(rec["generation_id"], rec["scorer_key"])].add(rec["metric"])
-    generations = current_generations(plan)
+    done = scored_metrics(store)
+    present = JsonlStore(plan.run.generations).ids()
+    gen_ids = [it.id for it in plan.items if it.id in present]
+    del present
     result = StageResult()
     described: dict[str, Any] = manifest.data.setdefault("scorers", {})
+    none: frozenset[str] = frozenset()
     for sc in plan.scorers:
+        have = done.get(sc.key, {})
         # Without constructing the scorer (which may load a model), a generation is pending
         # when it has no record of this scorer or fewer metrics than others have (a kill
         # between the records of one text). Records whose id exists are not written twice.
-        seen = set().union(*(m for (_, key), m in done_pairs.items() if key == sc.key))
-        pending = [
-            g for g in generations if done_pairs.get((g["id"], sc.key), set()) != seen or not seen
-        ]
-        result.done_before += len(generations) - len(pending)
-        if not pending:
+        seen = none.union(*have.values())
+        pending_ids = [g for g in gen_ids if have.get(g, none) != seen or not seen]
+        result.done_before += len(gen_ids) - len(pending_ids)
+        if not pending_ids:
             continue
         scorer = sc.build(scorer_context(plan, models.get if models else None))
         metrics = list(scorer.metrics)
-        pending = [
-            g for g in generations if not set(metrics) <= done_pairs.get((g["id"], sc.key), set())
-        ]
+        wanted = set(metrics)
+        pending = load_generations(plan, {g for g in gen_ids if not wanted <= have.get(g, none)})
         describe: Callable[[], dict[str, Any]] | None = getattr(scorer, "describe", None)
         described[sc.name] = {"type": sc.type_name, "key": sc.key, "metrics": metrics}
         if describe is not None:
@@ -237,7 +273,7 @@ def score_stage(plan: Plan, manifest: Manifest, models: ModelHolder | None = Non
                         rid = content_id(
                             {"generation": g["id"], "scorer": sc.key, "metric": metric}
                         )
-                        if rid in existing_ids:
+                        if metric in have.get(g["id"], none):
                             continue
                         records.append(
                             ScoreRecord(
@@ -255,7 +291,6 @@ def score_stage(plan: Plan, manifest: Manifest, models: ModelHolder | None = Non
                             )
                         )
                 store.append(records)
-                existing_ids.update(r.id for r in records)
                 retry = sum(not is_final(r.model_dump()) for r in records)
                 result.details["retryable"] = result.details.get("retryable", 0) + retry
                 result.done_now += len(batch)

@@ -4,7 +4,11 @@ residual stream of decoder layers.
 The vector comes from a safetensors file (see :class:`SteeringVector`), is extracted by the
 harness from contrastive pairs (a shipped set such as ``fear`` or a JSONL path), or is a
 named vector of the spec's ``[vectors]`` library. Extracted vectors are cached in the run
-directory, so a resumed run or a second condition does not extract them again.
+directory, so a resumed run or a second condition does not extract them again. A cached
+vector's file name is the hash of everything it depends on (the model key, the pair file's
+contents and the extraction settings, the layers), so a change of any of them extracts
+anew; a cached file that does not read back as that vector (truncated by a kill, wrong
+layers or width, non-finite values) is extracted again with a warning naming it.
 
 ``control = "random"`` replaces each layer's direction by a random direction of the same
 norm (seeded by ``control_seed``), everything else equal: the honest control for an
@@ -21,6 +25,7 @@ norm and the effective coefficient are recorded in the manifest.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,6 +56,8 @@ from harness.steering.vectors import (
     typical_norms,
 )
 from prompts import data_path
+
+log = logging.getLogger(__name__)
 
 CoefficientMode = Literal["raw", "norm"]
 DEFAULT_NORM_PROMPTS = "sets/calibration.jsonl"
@@ -164,7 +171,9 @@ def obtain_vector(
     )
     cached = context.cache_dir / f"{key}.safetensors" if context.cache_dir else None
     if cached is not None and cached.exists():
-        return SteeringVector.load(cached), str(cached)
+        hit = _load_cached(cached, key, layers, lm.info.hidden_size)
+        if hit is not None:
+            return hit, str(cached)
     vec = extract_mean_difference(
         lm,
         load_pairs(path),
@@ -175,8 +184,35 @@ def obtain_vector(
         method=src.method,
     )
     if cached is not None:
+        vec.metadata["cache_key"] = key
         vec.save(cached)
     return vec, str(cached) if cached is not None else "extracted in memory"
+
+
+def _load_cached(path: Path, key: str, layers: list[int], hidden: int) -> SteeringVector | None:
+    """The cached vector if it is whole and is the one its name says, else None (warned)."""
+    problem: str | None = None
+    try:
+        vec = SteeringVector.load(path)
+    except VectorFileError as exc:
+        problem = str(exc).removeprefix(f"{path}: ")
+    else:
+        if vec.metadata.get("cache_key", key) != key:
+            problem = f"made for key {vec.metadata.get('cache_key')}, not {key}"
+        elif set(vec.layers) != set(layers):
+            problem = f"has layers {vec.layers}, expected {sorted(layers)}"
+        else:
+            for i, v in vec.directions.items():
+                if tuple(v.shape) != (hidden,):
+                    problem = f"layer {i} has shape {tuple(v.shape)}, expected ({hidden},)"
+                elif not bool(torch.isfinite(v).all()):
+                    problem = f"layer {i} has non-finite values"
+                if problem:
+                    break
+    if problem is None:
+        return vec
+    log.warning("%s: damaged vector cache (%s); extracting it again", path, problem)
+    return None
 
 
 def layer_norms(
