@@ -10,7 +10,8 @@ from typing import Any
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from harness.core.files import write_atomic, write_json_atomic, write_text_atomic
+from harness.core.files import write_json_atomic, write_text_atomic
+from harness.report.plots import save_figure
 
 COLUMNS = (
     "| layer | probe accuracy | attribution ± SE | exact patching ± SE | steering Δ ± SE | rank |"
@@ -148,9 +149,6 @@ def write_outputs(doc: dict[str, Any], out: Path) -> tuple[Path, Path, Path]:
     png_path = out.with_name(out.name + ".png")
     write_json_atomic(json_path, doc)
     fig = figure(doc)
-    write_atomic(
-        png_path,
-        lambda tmp: fig.savefig(tmp, format="png", dpi=110, metadata={"Software": None}),
-    )
+    save_figure(fig, png_path)
     write_text_atomic(md_path, render_markdown(doc, png_path.name))
     return json_path, md_path, png_path
