@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from harness.config.prompts import Prompt
-from harness.config.spec import Guard, SpecError, load_spec
+from harness.config.spec import Guard, SearchSpec, SpecError, depth_range, load_spec
 from harness.core.store import JsonlStore
 from harness.run.plan import build_plan, split_prompts
 from harness.run.runner import open_plan, run_stages
-from harness.run.search import guard_passes, next_coefficient
+from harness.run.search import guard_passes, momentum_step, next_coefficient
 
 SEARCH = """
 [conditions.search]
@@ -196,3 +196,120 @@ def test_a_method_that_cannot_move_is_refused_at_check(make_spec):
     with pytest.raises(SpecError) as info:
         build_plan(load_spec(path), str(path))
     assert any("method 'prompt' cannot be searched" in p for p in info.value.problems)
+
+
+def test_momentum_rule_steps_up_and_down_on_the_log_scale():
+    c, v = momentum_step(1.0, True, 0.0, 1.3, 0.85, 0.1)
+    assert (c, v) == (pytest.approx(1.3), pytest.approx(math.log(1.3)))
+    c2, v2 = momentum_step(c, False, v, 1.3, 0.85, 0.1)
+    assert v2 == pytest.approx(0.1 * math.log(1.3) + math.log(0.85))
+    assert c2 == pytest.approx(1.3 * 1.3**0.1 * 0.85)
+    # without momentum it is a plain multiplicative rule
+    assert momentum_step(2.0, False, 5.0, 1.3, 0.85, 0.0)[0] == pytest.approx(1.7)
+
+
+def test_trait_guide_preset_fills_the_guides_settings_and_explicit_ones_win():
+    s = SearchSpec.model_validate(
+        {"preset": "trait-guide", "trait": "judge/fear", "coherence": "judge/coherence"}
+    )
+    assert (s.rule, s.start, s.up, s.down, s.momentum, s.steps) == (
+        "momentum",
+        0.7,
+        1.3,
+        0.85,
+        0.1,
+        5,
+    )
+    assert s.layers == "30%-60%" and s.min_delta == 20.0
+    assert [(g.metric, g.min) for g in s.guards] == [("judge/coherence", 80.0)]
+    assert [(g.metric, g.min) for g in s.validity_guards] == [("judge/coherence", 77.0)]
+    assert s.metrics() == ["judge/fear", "judge/coherence"]
+    s = SearchSpec.model_validate(
+        {"preset": "trait-guide", "trait": "judge/fear", "coherence": "j/c", "steps": 3}
+    )
+    assert s.steps == 3
+    with pytest.raises(ValueError, match="needs coherence"):
+        SearchSpec.model_validate({"preset": "trait-guide", "trait": "judge/fear"})
+    with pytest.raises(ValueError, match="belong to rule = 'momentum'"):
+        SearchSpec.model_validate(
+            {"trait": "a/b", "start": 1, "up": 1.3, "guards": [{"metric": "a/c", "min": 1}]}
+        )
+
+
+def test_depth_ranges_pick_blocks_by_relative_depth():
+    assert depth_range("30%-60%", 30) == list(range(9, 19))
+    assert depth_range("0%-100%", 4) == [0, 1, 2, 3]
+    assert depth_range("50%-50%", 4) == [2]
+    with pytest.raises(ValueError, match="depth range"):
+        depth_range("30-60", 10)
+
+
+def test_bracket_key_is_unchanged_by_the_new_settings():
+    """Results stored before the momentum rule existed keep their keys."""
+    s = SearchSpec.model_validate(
+        {"start": 0.5, "trait": "a/b", "guards": [{"metric": "a/c", "max": 1}]}
+    )
+    assert set(s.key_dump()) == {
+        "layers",
+        "start",
+        "factor",
+        "steps",
+        "trait",
+        "direction",
+        "guards",
+        "seeds",
+    }
+
+
+GUIDE = """
+[conditions.search]
+rule = "momentum"
+layers = "0%-100%"
+start = 0.5
+up = 1.3
+down = 0.85
+momentum = 0.1
+steps = 3
+trait = "lexicon/fear"
+guards = [{ metric = "fluency/repetition", max = 0.9 }]
+valid_guards = [{ metric = "fluency/repetition", max = 0.5 }]
+min_delta = 0.0
+"""
+
+
+def test_momentum_search_batches_layers_per_step_and_reports_best_per_layer(
+    make_spec, tmp_path: Path
+):
+    path = _search_spec(make_spec)
+    path.write_text(path.read_text().replace(SEARCH.strip(), GUIDE.strip()))
+    plan, source = open_plan(path)
+    assert plan.n_layers == 2
+    plan.spec.report.path = str(tmp_path / "r.md")
+    run_stages(plan, source)
+    result = json.loads((tmp_path / "run" / "search" / "act.json").read_text())
+    traj = result["trajectory"]
+    assert [(t["layer"], t["step"]) for t in traj] == [(0, s) for s in range(3)] + [
+        (1, s) for s in range(3)
+    ]
+    for layer in (0, 1):  # the coefficients follow the momentum rule on the step guard
+        c, v = 0.5, 0.0
+        for t in [t for t in traj if t["layer"] == layer]:
+            assert t["coefficient"] == pytest.approx(c)
+            rep = t["guards"]["fluency/repetition"]
+            assert t["steps_up"] == (t["trait_delta"] is not None and rep["value"] <= 0.9)
+            assert t["valid"] == (
+                t["trait_delta"] is not None and rep["value"] <= 0.5 and t["trait_delta"] >= 0
+            )
+            assert rep["valid_passes"] == (rep["value"] <= 0.5)
+            c, v = momentum_step(c, t["steps_up"], v, 1.3, 0.85, 0.1)
+    # one plan per step holds both layers' points: the point stores' generation records
+    # were written step by step, both layers within each step
+    gens = JsonlStore(tmp_path / "run" / "search" / "act" / "generations.jsonl").read()
+    order = [g["condition"] for g in gens if g["condition"] != "baseline"]
+    first_two = list(dict.fromkeys(order))[:2]
+    assert {n.split("~")[1].split(",")[0] for n in first_two} == {"layer=0", "layer=1"}
+    report = (tmp_path / "r.md").read_text()
+    assert "Best point per layer" in report
+    assert "rule momentum (x1.3 up, x0.85 down, momentum 0.1)" in report
+    assert "valid with fluency/repetition max 0.5; and trait Δ ≥ 0" not in report
+    assert "valid with fluency/repetition max 0.5 and trait Δ ≥ 0" in report

@@ -137,19 +137,106 @@ class Guard(Strict):
         return self
 
 
-class SearchSpec(Strict):
-    """Adaptive coefficient search per layer, on the selection split of the prompts."""
+SEARCH_PRESETS: dict[str, dict[str, Any]] = {
+    # The persona-vector trait-steering guide's search (Chen et al. 2025, "Persona vectors",
+    # and its public steering guide): start at 0.7 x activation norm / vector norm
+    # (``coefficient_mode = "norm"``), x1.3 while coherence >= 80 else x0.85, momentum 0.1,
+    # 5 steps, layers at 30-60% of depth; a point counts only with coherence >= 77 and a
+    # trait change >= 20 (the guide's 0-100 judge scale). ``coherence`` names the metric.
+    "trait-guide": {
+        "rule": "momentum",
+        "start": 0.7,
+        "up": 1.3,
+        "down": 0.85,
+        "momentum": 0.1,
+        "steps": 5,
+        "layers": "30%-60%",
+        "step_min": 80.0,
+        "valid_min": 77.0,
+        "min_delta": 20.0,
+    },
+}
+"""Shipped search presets: ``preset = "trait-guide"`` fills every setting the spec leaves
+out (anything given explicitly wins)."""
 
-    layers: list[int] | None = Field(None, description="Candidate layers; default the params'.")
+DEPTH_RANGE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)%\s*-\s*(\d+(?:\.\d+)?)%\s*$")
+
+
+def depth_range(text: str, n_layers: int) -> list[int]:
+    """Block indices whose relative depth ``i / n_layers`` lies in ``"a%-b%"`` (inclusive):
+    ``"30%-60%"`` of a 30-block model is blocks 9..18."""
+    m = DEPTH_RANGE_RE.match(text)
+    if m is None:
+        raise ValueError(f"'{text}' is not a depth range like '30%-60%'")
+    lo, hi = float(m.group(1)) / 100, float(m.group(2)) / 100
+    if not 0 <= lo <= hi <= 1:
+        raise ValueError(f"depth range '{text}' must satisfy 0% <= a <= b <= 100%")
+    return [i for i in range(n_layers) if lo - 1e-9 <= i / n_layers <= hi + 1e-9]
+
+
+class SearchSpec(Strict):
+    """Adaptive coefficient search per layer, on the selection split of the prompts.
+
+    Two rules: ``"bracket"`` (multiply by ``factor`` while the guards pass, divide
+    otherwise, bisect geometrically once a passing and a failing point bracket the
+    boundary) and ``"momentum"`` (multiply by ``up`` while the step guards pass, by
+    ``down`` otherwise, with heavy-ball momentum on the log coefficient). ``guards``
+    decide the step; ``valid_guards`` (default: the same) and ``min_delta`` decide which
+    points may be chosen."""
+
+    preset: Literal["trait-guide"] | None = Field(
+        None, description="Fill unset settings from a shipped preset (SEARCH_PRESETS)."
+    )
+    coherence: str | None = Field(
+        None, description="With a preset: the scorer/metric its coherence thresholds apply to."
+    )
+    rule: Literal["bracket", "momentum"] = "bracket"
+    layers: list[int] | str | None = Field(
+        None, description="Candidate layers, or a depth range like '30%-60%'; default the params'."
+    )
     start: float = Field(gt=0, description="First coefficient (in the condition's mode).")
-    factor: float = Field(2.0, gt=1, description="Multiply up while valid, divide otherwise.")
+    factor: float = Field(
+        2.0, gt=1, description="bracket: multiply up while valid, divide otherwise."
+    )
+    up: float | None = Field(None, gt=1, description="momentum: factor while the step guards pass.")
+    down: float | None = Field(
+        None, gt=0, lt=1, description="momentum: factor when a step guard fails."
+    )
+    momentum: float = Field(0.0, ge=0, lt=1, description="momentum: weight of the previous step.")
     steps: int = Field(5, ge=1, description="Evaluations per layer.")
     trait: str = Field(description="scorer/metric whose delta against the baseline to push.")
     direction: Literal["increase", "decrease"] = "increase"
-    guards: list[Guard] = Field(min_length=1)
+    guards: list[Guard] = Field(min_length=1, description="Bounds that decide each step.")
+    valid_guards: list[Guard] | None = Field(
+        None, description="Bounds a point must meet to be chosen; default the step guards."
+    )
+    min_delta: float | None = Field(
+        None, ge=0, description="Trait change (in the search's direction) a point needs to count."
+    )
     seeds: list[int] | None = Field(
         None, description="Seeds used while searching; default the first."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("preset") is None:
+            return data
+        name = data["preset"]
+        preset = SEARCH_PRESETS.get(name)
+        if preset is None:
+            return data  # the Literal reports the unknown name
+        coherence = data.get("coherence")
+        if coherence is None and ("guards" not in data or "valid_guards" not in data):
+            raise ValueError(
+                f"preset '{name}' needs coherence = 'scorer/metric' (e.g. 'judge/coherence') "
+                "for its thresholds, or explicit guards and valid_guards"
+            )
+        filled = {k: v for k, v in preset.items() if k not in ("step_min", "valid_min")}
+        if coherence is not None:
+            filled["guards"] = [{"metric": coherence, "min": preset["step_min"]}]
+            filled["valid_guards"] = [{"metric": coherence, "min": preset["valid_min"]}]
+        return filled | data
 
     @field_validator("trait")
     @classmethod
@@ -157,6 +244,48 @@ class SearchSpec(Strict):
         if "/" not in v:
             raise ValueError("trait must be 'scorer/metric', e.g. 'lexicon/fear'")
         return v
+
+    @field_validator("layers")
+    @classmethod
+    def _layers(cls, v: list[int] | str | None) -> list[int] | str | None:
+        if isinstance(v, str):
+            depth_range(v, 100)  # raises on a malformed range
+        return v
+
+    @model_validator(mode="after")
+    def _rule(self) -> SearchSpec:
+        if self.rule == "momentum" and (self.up is None or self.down is None):
+            raise ValueError("rule 'momentum' needs up (> 1) and down (< 1)")
+        if self.rule == "bracket" and (self.up, self.down, self.momentum) != (None, None, 0.0):
+            raise ValueError("up, down and momentum belong to rule = 'momentum'")
+        return self
+
+    def metrics(self) -> list[str]:
+        """Every scorer/metric the search reads: its trait and its guards'."""
+        refs = [self.trait, *(g.metric for g in self.guards + (self.valid_guards or []))]
+        return list(dict.fromkeys(refs))
+
+    @property
+    def validity_guards(self) -> list[Guard]:
+        return self.valid_guards if self.valid_guards is not None else self.guards
+
+    def key_dump(self) -> dict[str, Any]:
+        """The settings a search result depends on; new settings at their defaults are
+        left out, so results stored before they existed keep their keys."""
+        d = self.model_dump(mode="json")
+        for k, default in (
+            ("preset", None),
+            ("coherence", None),
+            ("rule", "bracket"),
+            ("up", None),
+            ("down", None),
+            ("momentum", 0.0),
+            ("valid_guards", None),
+            ("min_delta", None),
+        ):
+            if d.get(k) == default:
+                d.pop(k, None)
+        return d
 
 
 class SplitSpec(Strict):
@@ -263,7 +392,7 @@ class Spec(Strict):
         for c in self.conditions:
             if c.search is None:
                 continue
-            for ref in [c.search.trait, *(g.metric for g in c.search.guards)]:
+            for ref in c.search.metrics():
                 scorer = ref.split("/", 1)[0]
                 if scorer not in labels:
                     hint = closest(scorer, labels)

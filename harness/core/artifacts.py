@@ -109,6 +109,8 @@ class SearchPoint(TypedDict):
     n_pairs: int
     guards: dict[str, Any]
     valid: bool
+    steps_up: NotRequired[bool]
+    """Whether the step guards passed (the rule stepped up); ``valid`` may be stricter."""
 
 
 class SearchResult(TypedDict):
@@ -123,6 +125,9 @@ class SearchResult(TypedDict):
     finished: str
     key: NotRequired[str]
     """Hash of everything the search depended on (see harness.run.plan.search_key)."""
+    valid_guards: NotRequired[list[dict[str, Any]]]
+    min_delta: NotRequired[float]
+    rule: NotRequired[dict[str, Any]]
 
 
 class StoredSpec(TypedDict):

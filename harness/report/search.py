@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+from typing import Any
 
 from harness.report.data import RunData
 from harness.report.format import cell, fmt, table
@@ -23,10 +25,11 @@ def section_search(run: RunData) -> str:
     ]
     for path in results:
         r = json.loads(path.read_text(encoding="utf-8"))
-        guards = [g["metric"] for g in r["guards"]]
+        guards = list(dict.fromkeys(k for t in r["trajectory"] for k in t["guards"]))
         rows = [
             [
                 str(t["layer"]),
+                str(t["step"]),
                 fmt(t["coefficient"], 3),
                 fmt(t["trait_delta"]),
                 *[
@@ -43,20 +46,69 @@ def section_search(run: RunData) -> str:
             if chosen
             else "no point passed the guards: the condition is left out of the results"
         )
-        bounds = "; ".join(
-            f"{g['metric']} " + ", ".join(f"{k} {v}" for k, v in g.items() if k != "metric")
-            for g in r["guards"]
-        )
         parts += [
             "",
             f"### `{r['condition']}`: {cell(verdict)}",
             "",
-            f"Trait: {r['trait']} ({r['direction']}); guards: {bounds}; "
-            f"{len(r['selection_prompts'])} selection prompts, seeds {r['seeds']}.",
+            _settings(r),
             "",
-            table(["layer", "coefficient", "trait Δ", *guards, "passes"], rows),
+            table(["layer", "step", "coefficient", "trait Δ", *guards, "valid"], rows),
+            "",
+            "Best point per layer (the valid point with the largest trait change; a layer "
+            "with no valid point shows its largest change, marked not valid):",
+            "",
+            _best_per_layer(r, guards),
         ]
     return "\n".join(parts)
+
+
+def _bounds(guards: list[dict[str, Any]]) -> str:
+    return "; ".join(
+        f"{g['metric']} " + ", ".join(f"{k} {v}" for k, v in g.items() if k != "metric")
+        for g in guards
+    )
+
+
+def _settings(r: dict[str, Any]) -> str:
+    """One line: trait, rule, step guards, validity guards, minimum change, data."""
+    rule = r.get("rule")
+    how = (
+        f"rule {rule['name']} (x{rule['up']:g} up, x{rule['down']:g} down, "
+        f"momentum {rule['momentum']:g})"
+        if rule
+        else "rule bracket"
+    )
+    valid = f"; valid with {_bounds(r['valid_guards'])}" if r.get("valid_guards") else ""
+    delta = f" and trait Δ ≥ {r['min_delta']:g}" if r.get("min_delta") is not None else ""
+    return (
+        f"Trait: {r['trait']} ({r['direction']}); {how}; steps on {_bounds(r['guards'])}"
+        f"{valid}{delta}; {len(r['selection_prompts'])} selection prompts, seeds {r['seeds']}."
+    )
+
+
+def _best_per_layer(r: dict[str, Any], guards: list[str]) -> str:
+    sign = 1.0 if r["direction"] == "increase" else -1.0
+    layers = list(dict.fromkeys(t["layer"] for t in r["trajectory"]))
+    rows = []
+    for layer in layers:
+        points = [t for t in r["trajectory"] if t["layer"] == layer]
+        pool = [t for t in points if t["valid"]] or points
+
+        def change(t: dict[str, Any]) -> float:
+            d = t["trait_delta"]
+            return sign * d if d is not None else -math.inf
+
+        best = max(pool, key=change)
+        rows.append(
+            [
+                str(layer),
+                fmt(best["coefficient"], 3),
+                fmt(best["trait_delta"]),
+                *[fmt(best["guards"][g]["value"]) for g in guards],
+                "yes" if best["valid"] else "no",
+            ]
+        )
+    return table(["layer", "coefficient", "trait Δ", *guards, "valid"], rows)
 
 
 def section_steerability(run: RunData) -> str:

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from harness.config.prompts import Prompt, load_prompts
 from harness.config.scorers import ResolvedScorer, resolve_scorer
-from harness.config.spec import ConditionSpec, Spec, describe_errors, validate_spec
+from harness.config.spec import ConditionSpec, Spec, depth_range, describe_errors, validate_spec
 from harness.config.sweeps import expand
 from harness.core.artifacts import (
     ArtifactError,
@@ -99,6 +99,8 @@ class Plan:
     """Prompts reserved for choosing settings by search; never reported."""
     pending_searches: list[ConditionSpec] = field(default_factory=list)
     """Conditions whose search has not finished: they have no work items yet."""
+    n_layers: int | None = None
+    """The model's number of blocks (from its config), for depth ranges."""
 
     @property
     def run_dir(self) -> Path:
@@ -179,8 +181,7 @@ def search_seeds(spec: Spec, cond: ConditionSpec) -> list[int]:
 def search_scorers(cond: ConditionSpec, scorers: list[ResolvedScorer]) -> list[ResolvedScorer]:
     """The scorers a search reads: those of its trait and its guards."""
     assert cond.search is not None
-    refs = [cond.search.trait, *(g.metric for g in cond.search.guards)]
-    needed = {ref.split("/", 1)[0] for ref in refs}
+    needed = {ref.split("/", 1)[0] for ref in cond.search.metrics()}
     return [s for s in scorers if s.name in needed]
 
 
@@ -206,7 +207,7 @@ def search_key(
                 "params": cond.params,
                 "fingerprint": method.fingerprint(),
             },
-            "search": cond.search.model_dump(mode="json"),
+            "search": cond.search.key_dump(),
             "scorers": {s.name: s.key for s in search_scorers(cond, scorers)},
             "model": mkey,
             "decoding": spec.generation.decoding(),
@@ -239,9 +240,12 @@ def load_search_result(run: RunDir, condition: str, key: str | None) -> SearchRe
     return result
 
 
-def search_layers(method: SteeringMethod, cond: ConditionSpec) -> list[int]:
-    """The layers a search tries: its own ``layers``, else the condition's."""
+def search_layers(method: SteeringMethod, cond: ConditionSpec, n_layers: int | None) -> list[int]:
+    """The layers a search tries: its own ``layers`` (indices, or a depth range such as
+    ``"30%-60%"`` of the model's ``n_layers`` blocks), else the condition's."""
     assert cond.search is not None
+    if isinstance(cond.search.layers, str):
+        return depth_range(cond.search.layers, n_layers) if n_layers else []
     if cond.search.layers:
         return list(cond.search.layers)
     point = method.steering_point()
@@ -295,7 +299,13 @@ def _resolve_conditions(
                     key = None
             result = load_search_result(run, cond.name, key)
             if result is None:
-                layers = search_layers(base, cond)
+                layers = search_layers(base, cond, info.num_layers if info else None)
+                if info is not None and not layers and isinstance(cond.search.layers, str):
+                    problems.append(
+                        f"{_where(index)}.search.layers: depth range '{cond.search.layers}' "
+                        f"holds no block of this model ({info.num_layers} blocks); widen it"
+                    )
+                    continue
                 candidates = [base.at(layer, cond.search.start) for layer in layers] or [params]
                 if any(c is None for c in candidates):
                     problems.append(
@@ -445,7 +455,18 @@ def build_plan(spec: Spec, source: str, run_dir: Path | None = None) -> Plan:
         raise SpecError(source, problems)
     mkey = model_key(spec.model)
     items = make_items(conditions, prompts, spec.generation.seeds, mkey, spec.generation.decoding())
-    return Plan(spec, run, conditions, scorers, prompts, items, mkey, selection, pending)
+    return Plan(
+        spec,
+        run,
+        conditions,
+        scorers,
+        prompts,
+        items,
+        mkey,
+        selection,
+        pending,
+        n_layers=info.num_layers if info else None,
+    )
 
 
 def save_spec(plan: Plan, source: str) -> None:

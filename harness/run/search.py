@@ -2,14 +2,25 @@
 
 For each candidate layer the search starts at ``start`` (in the condition's coefficient
 mode: with ``coefficient_mode = "norm"`` a fraction of the layer's typical norm) and
-evaluates ``steps`` coefficients on the selection split of the prompts: while a point
-passes every guard (a coherence bound, from a judge or the offline fluency scorer) the
-coefficient is multiplied by ``factor``, otherwise divided by it; once a passing and a
-failing coefficient bracket the boundary, the next one is their geometric mean. The
-chosen point is the passing one with the largest trait change against the baseline on
-the same selection texts (the smallest, for ``direction = "decrease"``). The condition is
-then generated and reported on the held-out prompts only, so the choice is not judged on
-the data it was tuned on (the same split holds for every condition of the spec).
+evaluates ``steps`` coefficients on the selection split of the prompts. Two rules move the
+coefficient after each point, given whether it passed the step guards (a coherence bound,
+from a judge or the offline fluency scorer):
+
+- ``"bracket"``: multiply by ``factor`` while passing, divide otherwise; once a passing and
+  a failing coefficient bracket the boundary, the next one is their geometric mean.
+- ``"momentum"`` (the trait-steering guide's rule, preset ``"trait-guide"``): a step of
+  ``log(up)`` when passing, ``log(down)`` otherwise, with heavy-ball momentum on the log
+  coefficient, ``v_t = momentum * v_{t-1} + log f_t`` and ``c_{t+1} = c_t * exp(v_t)``
+  (Polyak 1964, applied to the log scale so a step is a ratio).
+
+A point is valid when it passes the validity guards (default: the step guards; the guide
+steps on coherence >= 80 but accepts >= 77) and moves the trait by at least ``min_delta``
+in the search's direction. The chosen point is the valid one with the largest trait
+change against the baseline on the same selection texts (the smallest, for
+``direction = "decrease"``). The condition is then generated and reported on the held-out
+prompts only, so the choice is not judged on the data it was tuned on (the same split
+holds for every condition of the spec). All layers' points of one step are generated in
+one plan, so additive methods batch them together (``conditions_per_batch``).
 
 Each evaluated point is a small plan of its own under ``runs/<name>/search/<condition>/``
 (generations and scores with content ids), so an interrupted search resumes where it
@@ -42,7 +53,14 @@ from harness.run.plan import (
 )
 from harness.run.stages import ModelHolder, current_scores, generate_stage, score_stage
 
-__all__ = ["SearchError", "evaluate", "guard_passes", "next_coefficient", "run_search"]
+__all__ = [
+    "SearchError",
+    "evaluate",
+    "guard_passes",
+    "momentum_step",
+    "next_coefficient",
+    "run_search",
+]
 
 
 def _mean(values: list[float]) -> float | None:
@@ -76,8 +94,35 @@ def next_coefficient(
     return nxt, lo, hi
 
 
+def momentum_step(
+    c: float, passed: bool, velocity: float, up: float, down: float, momentum: float
+) -> tuple[float, float]:
+    """The momentum rule: ``v = momentum * v + log(up if passed else down)``, ``c * exp(v)``."""
+    velocity = momentum * velocity + math.log(up if passed else down)
+    return c * math.exp(velocity), velocity
+
+
+def _guard_values(
+    table: Any, guards: list[Guard], baseline: str, point: str
+) -> tuple[dict[str, dict[str, Any]], bool]:
+    out: dict[str, dict[str, Any]] = {}
+    ok_all = True
+    for g in guards:
+        gs, gm = g.metric.split("/", 1)
+        if (gs, gm) not in table:
+            have = sorted(f"{s}/{m}" for s, m in table if s == gs)
+            raise SearchError(f"search guard '{g.metric}' was not scored (scorer gives: {have})")
+        value = _mean(list(table[(gs, gm)].get(point, {}).values()))
+        base_value = _mean(list(table[(gs, gm)].get(baseline, {}).values()))
+        ok = guard_passes(g, value, base_value)
+        out[g.metric] = {"value": value, "baseline": base_value, "passes": ok}
+        ok_all = ok_all and ok
+    return out, ok_all
+
+
 def evaluate(mini: Plan, baseline: str, point: str, search: SearchSpec) -> dict[str, Any]:
-    """Trait delta (paired, complete pairs) and guard means of one point."""
+    """Trait delta (paired, complete pairs), guard means, whether the point steps up
+    (``steps_up``: the step guards pass) and whether it may be chosen (``valid``)."""
     table = score_table(current_scores(mini))
     scorer, metric = search.trait.split("/", 1)
     if (scorer, metric) not in table:
@@ -91,19 +136,49 @@ def evaluate(mini: Plan, baseline: str, point: str, search: SearchSpec) -> dict[
         if math.isfinite(steer[k]) and math.isfinite(base[k])
     ]
     delta = sum(diffs) / len(diffs) if diffs else None
-    guards = {}
+    guards, steps_up = _guard_values(table, search.guards, baseline, point)
     valid = delta is not None
-    for g in search.guards:
-        gs, gm = g.metric.split("/", 1)
-        if (gs, gm) not in table:
-            have = sorted(f"{s}/{m}" for s, m in table if s == gs)
-            raise SearchError(f"search guard '{g.metric}' was not scored (scorer gives: {have})")
-        value = _mean(list(table[(gs, gm)].get(point, {}).values()))
-        base_value = _mean(list(table[(gs, gm)].get(baseline, {}).values()))
-        ok = guard_passes(g, value, base_value)
-        guards[g.metric] = {"value": value, "baseline": base_value, "passes": ok}
-        valid = valid and ok
-    return {"trait_delta": delta, "n_pairs": len(diffs), "guards": guards, "valid": valid}
+    if search.valid_guards is not None:
+        strict, passes = _guard_values(table, search.valid_guards, baseline, point)
+        for k, v in strict.items():  # a metric both guards read is one entry
+            if k in guards:
+                guards[k]["valid_passes"] = v["passes"]
+            else:
+                guards[k] = v | {"step": False}
+        valid = valid and passes
+    else:
+        valid = valid and steps_up
+    if search.min_delta is not None and delta is not None:
+        sign = 1.0 if search.direction == "increase" else -1.0
+        valid = valid and sign * delta >= search.min_delta
+    return {
+        "trait_delta": delta,
+        "n_pairs": len(diffs),
+        "guards": guards,
+        "steps_up": delta is not None and steps_up,
+        "valid": valid,
+    }
+
+
+class _Walk:
+    """One layer's coefficient trajectory under the search's rule."""
+
+    def __init__(self, search: SearchSpec):
+        self.search = search
+        self.c = search.start
+        self.lo: float | None = None
+        self.hi: float | None = None
+        self.velocity = 0.0
+
+    def advance(self, passed: bool) -> None:
+        s = self.search
+        if s.rule == "momentum":
+            assert s.up is not None and s.down is not None
+            self.c, self.velocity = momentum_step(
+                self.c, passed, self.velocity, s.up, s.down, s.momentum
+            )
+        else:
+            self.c, self.lo, self.hi = next_coefficient(self.c, passed, self.lo, self.hi, s.factor)
 
 
 def run_search(plan: Plan, cond: ConditionSpec, models: ModelHolder) -> SearchResult:
@@ -126,11 +201,14 @@ def run_search(plan: Plan, cond: ConditionSpec, models: ModelHolder) -> SearchRe
     key = search_key(
         spec, cond, base, baseline.key, plan.scorers, plan.selection_prompts, plan.model_key
     )
+    layers = search_layers(base, cond, plan.n_layers)
+    walks = {layer: _Walk(search) for layer in layers}
     trajectory: list[SearchPoint] = []
-    sign = 1.0 if search.direction == "increase" else -1.0
-    for layer in search_layers(base, cond):
-        c, lo, hi = search.start, None, None
-        for step in range(search.steps):
+    for step in range(search.steps):
+        # every layer's point of this step in one plan: additive methods batch together
+        points = []
+        for layer in layers:
+            c = walks[layer].c
             name = f"{cond.name}~layer={layer},coefficient={c:.6g}"
             params = base.at(layer, c)
             if params is None:
@@ -143,20 +221,18 @@ def run_search(plan: Plan, cond: ConditionSpec, models: ModelHolder) -> SearchRe
             )
             if point is None:
                 raise SearchError(f"search point {name}: {'; '.join(problems)}")
-            conditions = [baseline, point]
-            items = make_items(
-                conditions,
-                plan.selection_prompts,
-                seeds,
-                plan.model_key,
-                spec.generation.decoding(),
-            )
-            mini = Plan(
-                spec, points_dir, conditions, scorers, plan.selection_prompts, items, plan.model_key
-            )
-            generate_stage(mini, manifest, models)
-            score_stage(mini, manifest, models)
-            result = evaluate(mini, baseline.name, name, search)
+            points.append((layer, c, point))
+        conditions = [baseline, *dict((p.name, p) for _, _, p in points).values()]
+        items = make_items(
+            conditions, plan.selection_prompts, seeds, plan.model_key, spec.generation.decoding()
+        )
+        mini = Plan(
+            spec, points_dir, conditions, scorers, plan.selection_prompts, items, plan.model_key
+        )
+        generate_stage(mini, manifest, models)
+        score_stage(mini, manifest, models)
+        for layer, c, point in points:
+            result = evaluate(mini, baseline.name, point.name, search)
             trajectory.append(
                 SearchPoint(
                     layer=layer,
@@ -166,9 +242,12 @@ def run_search(plan: Plan, cond: ConditionSpec, models: ModelHolder) -> SearchRe
                     n_pairs=result["n_pairs"],
                     guards=result["guards"],
                     valid=result["valid"],
+                    steps_up=result["steps_up"],
                 )
             )
-            c, lo, hi = next_coefficient(c, bool(result["valid"]), lo, hi, search.factor)
+            walks[layer].advance(bool(result["steps_up"]))
+    trajectory.sort(key=lambda t: (layers.index(t["layer"]), t["step"]))
+    sign = 1.0 if search.direction == "increase" else -1.0
     valid = [t for t in trajectory if t["valid"]]
     best = max(valid, key=lambda t: sign * (t["trait_delta"] or 0.0)) if valid else None
     out: SearchResult = {
@@ -189,6 +268,17 @@ def run_search(plan: Plan, cond: ConditionSpec, models: ModelHolder) -> SearchRe
         "finished": utc_now(),
         "key": key,
     }
+    if search.valid_guards is not None:
+        out["valid_guards"] = [g.model_dump(exclude_none=True) for g in search.valid_guards]
+    if search.min_delta is not None:
+        out["min_delta"] = search.min_delta
+    if search.rule != "bracket":
+        out["rule"] = {
+            "name": search.rule,
+            "up": search.up,
+            "down": search.down,
+            "momentum": search.momentum,
+        }
     write_json_atomic(plan.run.search_result(cond.name), out)
     manifest.finish("ok" if best else "no valid point")
     return out
