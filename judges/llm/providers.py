@@ -12,37 +12,26 @@ concurrency bound. Responses are parsed from plain dicts, defensively: a body th
 JSON or lacks the expected fields is a final "malformed response" failure, not a crash.
 
 API keys are read from the environment by the scorer and given to the SDK client only;
-every error text that leaves a provider passes through :func:`redact`, because servers
-echo keys in authentication errors.
+every error text that leaves a provider passes through :func:`redact` (by value and by
+pattern, :mod:`harness.core.secrets`), because servers echo keys in authentication errors
+and proxies in malformed bodies.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
+from harness.core.secrets import scrub
 from judges.llm.retry import FATAL_STATUS, RETRY_STATUS, JudgeCallError, parse_retry_after
 
-SECRET_PATTERNS = (
-    re.compile(r"sk-[A-Za-z0-9_\-*]{6,}"),
-    re.compile(r"(?i)bearer\s+[A-Za-z0-9_\-.=*]+"),
-    re.compile(r"(?i)(api[_-]?key[\"'\s:=]+)[A-Za-z0-9_\-.*]{6,}"),
-)
 MAX_ERROR_CHARS = 300
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """The text with the given secret values and key-like strings replaced."""
-    for s in secrets:
-        if s and len(s) >= 4:
-            text = text.replace(s, "[redacted]")
-    for pattern in SECRET_PATTERNS:
-        text = pattern.sub(
-            lambda m: (m.group(1) if m.re.groups else "") + "[redacted]",
-            text,
-        )
-    return text
+    """The text with the given secret values, every known key value and key-like strings
+    replaced (:func:`harness.core.secrets.scrub`)."""
+    return scrub(text, secrets)
 
 
 def short(text: str, limit: int = MAX_ERROR_CHARS) -> str:
@@ -82,7 +71,7 @@ def translate_error(exc: BaseException, secrets: Iterable[str]) -> JudgeCallErro
     if isinstance(exc, JudgeCallError):
         return exc
     status = getattr(exc, "status_code", None)
-    message = redact(short(getattr(exc, "message", None) or str(exc)), secrets)
+    message = short(redact(str(getattr(exc, "message", None) or exc), secrets))
     if isinstance(status, int):
         headers = getattr(getattr(exc, "response", None), "headers", None)
         retry_after = parse_retry_after(headers)
@@ -98,7 +87,7 @@ def translate_error(exc: BaseException, secrets: Iterable[str]) -> JudgeCallErro
         return JudgeCallError("timeout: no answer within the time limit", retryable=True)
     if _has_class(exc, "APIConnectionError"):
         cause = exc.__cause__ or exc.__context__
-        detail = redact(short(str(cause)), secrets) if cause else message
+        detail = short(redact(str(cause), secrets)) if cause else message
         return JudgeCallError(f"connection error: {detail}", retryable=True)
     return JudgeCallError(f"{type(exc).__name__}: {message}")
 
@@ -115,7 +104,7 @@ def as_data(response: Any) -> Any:
 
 
 def malformed(data: Any, what: str) -> JudgeCallError:
-    body = data if isinstance(data, str) else repr(data)
+    body = scrub(data if isinstance(data, str) else repr(data))
     return JudgeCallError(f"malformed response: {what} (body: {short(body, 120)!r})")
 
 

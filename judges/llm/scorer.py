@@ -46,6 +46,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from harness.core import secrets
 from harness.core.scoring import ScorerContext, ScoreResult, ScorerParams, ScoringItem
 from judges.llm.aggregation import expected_score, summarize_samples
 from judges.llm.cache import JudgeCache, NullCache, cache_key, default_cache_path
@@ -210,6 +211,10 @@ class JudgeScorer:
         self.stats = JudgeStats()
         self._rng = random.Random()
         self._hf: Provider | None = None  # kept across batches: loading a model is slow
+        if params.provider != "hf":
+            # Its value is scrubbed from every error text, record, manifest and log line.
+            secrets.register_variable(params.api_key_env or DEFAULT_KEY_ENV[params.provider])
+            secrets.install_log_scrubber()
         if params.cache:
             path = Path(params.cache_path).expanduser() if params.cache_path else None
             if path is not None and not path.is_absolute():
