@@ -23,7 +23,13 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 from harness.core.secrets import scrub
-from judges.llm.retry import FATAL_STATUS, RETRY_STATUS, JudgeCallError, parse_retry_after
+from judges.llm.retry import (
+    FATAL_STATUS,
+    MALFORMED_RETRIES,
+    RETRY_STATUS,
+    JudgeCallError,
+    parse_retry_after,
+)
 
 MAX_ERROR_CHARS = 300
 
@@ -104,8 +110,15 @@ def as_data(response: Any) -> Any:
 
 
 def malformed(data: Any, what: str) -> JudgeCallError:
+    """Retried once (a body broken in transit), then a final null (see
+    :data:`~judges.llm.retry.MALFORMED_RETRIES`)."""
     body = scrub(data if isinstance(data, str) else repr(data))
-    return JudgeCallError(f"malformed response: {what} (body: {short(body, 120)!r})")
+    return JudgeCallError(
+        f"malformed response: {what} (body: {short(body, 120)!r})",
+        retryable=True,
+        final=True,
+        retry_limit=MALFORMED_RETRIES,
+    )
 
 
 def parse_chat_top_logprobs(data: Any) -> list[list[Any]]:
