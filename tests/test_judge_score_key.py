@@ -94,7 +94,7 @@ def generated(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):  
             p = {**BASE, "base_url": server.openai_url, "cache_path": str(root / "a.sqlite")}
             p.update(params)
             body = "\n".join(f"{k} = {toml(v)}" for k, v in p.items())
-            extra = f"\n[[scorers]]\ntype = \"judge\"\n[scorers.params]\n{body}\n"
+            extra = f'\n[[scorers]]\ntype = "judge"\n[scorers.params]\n{body}\n'
             spec = run.parent / f"spec-{len(list(run.parent.glob('spec-*')))}.toml"
             spec.write_text(spec_toml(tiny_model_dir, prompts, extra=extra, output_dir=run))
             return spec

@@ -18,8 +18,8 @@ from harness.core.errors import StoreError
 from harness.core.ids import content_id
 from harness.core.manifest import Manifest
 from harness.core.records import GenerationRecord, ScoreRecord
-from harness.core.secrets import scrub
 from harness.core.scoring import ScoringItem, close_scorer, is_final, score_batch
+from harness.core.secrets import scrub
 from harness.core.store import JsonlStore
 from harness.model.loading import LoadedModel, load_model
 from harness.run.generation import Row, generate_rows

@@ -37,6 +37,7 @@ logprobs (sample mode: the parsed samples and their spread).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -158,10 +159,9 @@ class JudgeParams(ScorerParams):
         SHA-256 (an edited template file re-scores) and the definitions in force
         (shipped ones included)."""
         data = super().key_data(base_dir)
-        try:
-            data["template_sha256"] = {k: r.sha256 for k, r in _load_rubrics(self, base_dir).items()}
-        except RubricError:  # reported by check(); the key is never used then
-            pass
+        with contextlib.suppress(RubricError):  # reported by check(); no key is used then
+            rubrics = _load_rubrics(self, base_dir)
+            data["template_sha256"] = {k: r.sha256 for k, r in rubrics.items()}
         data["definitions_in_force"] = _definitions(self)
         return data
 
