@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing as mp
+import os
 import platform
 import statistics
 import sys
@@ -31,13 +32,14 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # the fake server lives with the tests
 
 from fakes.judge_server import FakeJudgeServer, Reply, Request, chat_logprobs  # noqa: E402
 
 from harness.core.scoring import ScorerContext, ScoringItem  # noqa: E402
 from judges.llm.scorer import JudgeParams, JudgeScorer  # noqa: E402
 
-LEVELS = (1, 4, 8, 16, 32)
+LEVELS = (1, 4, 8, 16, 32, 64)
 
 
 class RemoteServer:
@@ -112,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/judge_concurrency.json")
     args = ap.parse_args(argv)
 
+    load_before = os.getloadavg()
     items = make_items(args.calls // 2)
     n_calls = 2 * len(items)
     levels: list[dict[str, Any]] = []
@@ -150,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.close()
 
+    load_after = os.getloadavg()
     seq = levels[0]["median_wall_s"]
     for row in levels:
         row["speedup_vs_sequential"] = seq / row["median_wall_s"]
@@ -175,7 +179,14 @@ def main(argv: list[str] | None = None) -> int:
             "calls_saved": asked_first - asked_second,
             "share_saved": (asked_first - asked_second) / asked_first if asked_first else None,
         },
-        "machine": {"python": platform.python_version(), "platform": platform.platform()},
+        "ratios": {str(r["max_concurrency"]): r["speedup_vs_sequential"] for r in levels[1:]},
+        "machine": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "load_1_5_15_before": [round(x, 2) for x in load_before],
+            "load_1_5_15_after": [round(x, 2) for x in load_after],
+        },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
@@ -202,6 +213,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{c['requests_second_run']} ({c['calls_saved']} of {c['calls']} calls saved, "
         f"{c['share_saved']:.0%})"
     )
+    ratios = " ".join(f"{n}:{r:.1f}x" for n, r in result["ratios"].items())
+    print(
+        f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after, on "
+        f"{os.cpu_count()} CPUs (figures from a loaded machine are lower bounds)"
+    )
+    print(f"judge concurrency vs sequential: {ratios}")
     print(f"results: {args.out}")
     return 0
 

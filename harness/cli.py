@@ -199,7 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _print_problems(exc: Exception) -> int:
-    print(f"error: {exc}", file=sys.stderr)
+    from harness.core.secrets import scrub
+
+    print(scrub(f"error: {exc}"), file=sys.stderr)
     return 2
 
 
@@ -371,6 +373,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from harness.core.secrets import install_excepthook, install_log_scrubber
+
+    install_log_scrubber()
+    install_excepthook()
     try:
         if args.command == "run":
             return cmd_run(args, ("generate", "score", "analyze", "report"))

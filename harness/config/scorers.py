@@ -23,7 +23,8 @@ class ResolvedScorer:
     scorer_cls: type[Any]
     params: ScorerParams
     key: str
-    """Content id of (type, params): a score record's ``scorer_key``."""
+    """Content id of (type, params but their :attr:`~ScorerParams.NOT_IN_KEY` fields): a
+    score record's ``scorer_key``."""
 
     def build(self, context: ScorerContext) -> Any:
         """Construct the scorer (it may load a model now)."""
@@ -47,5 +48,7 @@ def resolve_scorer(
         return None, describe_errors(exc, cls.Params, (*loc, "params"))
     check = getattr(cls, "check", None)
     problems = [f"{where}.{p}" for p in check(params, base_dir)] if check is not None else []
-    key = content_id({"type": type_, "params": params.model_dump(mode="json")})
+    key_data = getattr(params, "key_data", None)
+    data = key_data(base_dir) if callable(key_data) else params.model_dump(mode="json")
+    key = content_id({"type": type_, "params": data})
     return ResolvedScorer(name, type_, cls, params, key), problems

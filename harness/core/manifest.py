@@ -28,6 +28,7 @@ from harness.core.files import write_json_atomic
 from harness.core.ids import utc_now
 from harness.core.lock import lock_holder
 from harness.core.rundir import RunDir, set_aside_path
+from harness.core.secrets import scrub_data
 
 log = logging.getLogger(__name__)
 
@@ -145,4 +146,5 @@ class Manifest:
             self.save()
 
     def save(self) -> None:
-        write_json_atomic(self.path, self.data)
+        """Written scrubbed of secrets: a session's status can hold an error's text."""
+        write_json_atomic(self.path, scrub_data(self.data))

@@ -32,6 +32,17 @@ from harness.core.registry import Registry
 class ScorerParams(Strict):
     """Base for scorer parameter models: unknown keys are errors, not silently ignored."""
 
+    NOT_IN_KEY: ClassVar[frozenset[str]] = frozenset()
+    """Fields that change how scores are computed but never their values (concurrency,
+    timeouts, retries, cache location, batch sizes): left out of the scorer's key, so
+    changing them re-scores nothing and keeps every score id."""
+
+    def key_data(self, base_dir: Path) -> dict[str, Any]:
+        """What the scorer's content key hashes: every field but :attr:`NOT_IN_KEY`.
+        Override to add what a field points at (a file's hash, resolved defaults);
+        ``base_dir`` is the spec's folder, where relative paths resolve."""
+        return self.model_dump(mode="json", exclude=set(self.NOT_IN_KEY))
+
 
 @dataclass(frozen=True)
 class ScoreResult:

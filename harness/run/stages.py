@@ -19,6 +19,7 @@ from harness.core.ids import content_id
 from harness.core.manifest import Manifest
 from harness.core.records import GenerationRecord, ScoreRecord
 from harness.core.scoring import ScoringItem, close_scorer, is_final, score_batch
+from harness.core.secrets import scrub
 from harness.core.store import JsonlStore
 from harness.model.loading import LoadedModel, load_model
 from harness.run.generation import Row, generate_rows
@@ -286,7 +287,7 @@ def score_stage(plan: Plan, manifest: Manifest, models: ModelHolder | None = Non
                                 scorer_key=sc.key,
                                 metric=metric,
                                 value=res.value,
-                                reason=res.reason,
+                                reason=scrub(res.reason) if res.reason else None,
                                 extra=dict(res.extra),
                             )
                         )

@@ -12,37 +12,51 @@ concurrency bound. Responses are parsed from plain dicts, defensively: a body th
 JSON or lacks the expected fields is a final "malformed response" failure, not a crash.
 
 API keys are read from the environment by the scorer and given to the SDK client only;
-every error text that leaves a provider passes through :func:`redact`, because servers
-echo keys in authentication errors.
+every error text that leaves a provider passes through :func:`redact` (by value and by
+pattern, :mod:`harness.core.secrets`), because servers echo keys in authentication errors
+and proxies in malformed bodies.
 """
 
 from __future__ import annotations
 
-import re
+import functools
+import os
+import ssl
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
-from judges.llm.retry import FATAL_STATUS, RETRY_STATUS, JudgeCallError, parse_retry_after
-
-SECRET_PATTERNS = (
-    re.compile(r"sk-[A-Za-z0-9_\-*]{6,}"),
-    re.compile(r"(?i)bearer\s+[A-Za-z0-9_\-.=*]+"),
-    re.compile(r"(?i)(api[_-]?key[\"'\s:=]+)[A-Za-z0-9_\-.*]{6,}"),
+from harness.core.secrets import scrub
+from judges.llm.retry import (
+    FATAL_STATUS,
+    MALFORMED_RETRIES,
+    RETRY_STATUS,
+    JudgeCallError,
+    parse_retry_after,
 )
+
 MAX_ERROR_CHARS = 300
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """The text with the given secret values and key-like strings replaced."""
-    for s in secrets:
-        if s and len(s) >= 4:
-            text = text.replace(s, "[redacted]")
-    for pattern in SECRET_PATTERNS:
-        text = pattern.sub(
-            lambda m: (m.group(1) if m.re.groups else "") + "[redacted]",
-            text,
-        )
-    return text
+    """The text with the given secret values, every known key value and key-like strings
+    replaced (:func:`harness.core.secrets.scrub`)."""
+    return scrub(text, secrets)
+
+
+@functools.cache
+def shared_ssl_context() -> ssl.SSLContext:
+    """One TLS context for every client of this process. Each scoring batch makes its
+    clients anew (they are bound to the batch's event loop) and loading the CA bundle
+    took longer than a whole batch of local calls; a context is not bound to a loop."""
+    cafile, capath = os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")
+    if cafile or capath:  # as httpx honours them
+        return ssl.create_default_context(cafile=cafile, capath=capath)
+    try:
+        import certifi
+
+        return ssl.create_default_context(cafile=certifi.where())
+    except ImportError:
+        return ssl.create_default_context()
 
 
 def short(text: str, limit: int = MAX_ERROR_CHARS) -> str:
@@ -82,7 +96,7 @@ def translate_error(exc: BaseException, secrets: Iterable[str]) -> JudgeCallErro
     if isinstance(exc, JudgeCallError):
         return exc
     status = getattr(exc, "status_code", None)
-    message = redact(short(getattr(exc, "message", None) or str(exc)), secrets)
+    message = short(redact(str(getattr(exc, "message", None) or exc), secrets))
     if isinstance(status, int):
         headers = getattr(getattr(exc, "response", None), "headers", None)
         retry_after = parse_retry_after(headers)
@@ -98,7 +112,7 @@ def translate_error(exc: BaseException, secrets: Iterable[str]) -> JudgeCallErro
         return JudgeCallError("timeout: no answer within the time limit", retryable=True)
     if _has_class(exc, "APIConnectionError"):
         cause = exc.__cause__ or exc.__context__
-        detail = redact(short(str(cause)), secrets) if cause else message
+        detail = short(redact(str(cause), secrets)) if cause else message
         return JudgeCallError(f"connection error: {detail}", retryable=True)
     return JudgeCallError(f"{type(exc).__name__}: {message}")
 
@@ -115,8 +129,15 @@ def as_data(response: Any) -> Any:
 
 
 def malformed(data: Any, what: str) -> JudgeCallError:
-    body = data if isinstance(data, str) else repr(data)
-    return JudgeCallError(f"malformed response: {what} (body: {short(body, 120)!r})")
+    """Retried once (a body broken in transit), then a final null (see
+    :data:`~judges.llm.retry.MALFORMED_RETRIES`)."""
+    body = scrub(data if isinstance(data, str) else repr(data))
+    return JudgeCallError(
+        f"malformed response: {what} (body: {short(body, 120)!r})",
+        retryable=True,
+        final=True,
+        retry_limit=MALFORMED_RETRIES,
+    )
 
 
 def parse_chat_top_logprobs(data: Any) -> list[list[Any]]:
@@ -221,39 +242,51 @@ class OpenAIProvider(SDKProvider):
         import openai
 
         return openai.AsyncOpenAI(
-            api_key=api_key, base_url=self.base_url, max_retries=0, timeout=timeout
+            api_key=api_key,
+            base_url=self.base_url,
+            max_retries=0,
+            timeout=timeout,
+            http_client=openai.DefaultAsyncHttpxClient(verify=shared_ssl_context()),
         )
 
-    async def top_logprobs(self, prompt: str, decoding: Mapping[str, Any]) -> list[list[Any]]:
+    async def _chat(self, body: dict[str, Any]) -> Any:
+        """One chat completion as plain JSON (a str when the body was not JSON).
+
+        Through the SDK's generic ``post``, its documented way to call any endpoint, not
+        the typed ``chat.completions.create``: that one validates and transforms the
+        request and builds a typed response that we would dump back to JSON, which cost
+        the client more CPU per call than everything else together and capped the calls
+        in flight (``benchmarks/judge_concurrency.py``); four fields of the answer are
+        read. ``extra_body`` is merged last, as the SDK does."""
         try:
-            response = await self._client.chat.completions.create(
-                model=self.model,
-                messages=[{"role": "user", "content": prompt}],
-                max_tokens=int(decoding["max_tokens"]),
-                temperature=float(decoding["temperature"]),
-                logprobs=True,
-                top_logprobs=int(decoding["top_logprobs"]),
-                extra_body=self._extra or None,
+            return await self._client.post(
+                "/chat/completions", body={**body, **self._extra}, cast_to=object
             )
         except Exception as exc:
             raise translate_error(exc, self._secrets) from None
-        return parse_chat_top_logprobs(as_data(response))
+
+    async def top_logprobs(self, prompt: str, decoding: Mapping[str, Any]) -> list[list[Any]]:
+        data = await self._chat(
+            {
+                "model": self.model,
+                "messages": [{"role": "user", "content": prompt}],
+                "max_tokens": int(decoding["max_tokens"]),
+                "temperature": float(decoding["temperature"]),
+                "logprobs": True,
+                "top_logprobs": int(decoding["top_logprobs"]),
+            }
+        )
+        return parse_chat_top_logprobs(as_data(data))
 
     async def sample(self, prompt: str, decoding: Mapping[str, Any]) -> str:
-        kwargs: dict[str, Any] = {}
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": int(decoding["max_tokens"]),
+        }
         if decoding.get("temperature") is not None:
-            kwargs["temperature"] = float(decoding["temperature"])
-        try:
-            response = await self._client.chat.completions.create(
-                model=self.model,
-                messages=[{"role": "user", "content": prompt}],
-                max_tokens=int(decoding["max_tokens"]),
-                extra_body=self._extra or None,
-                **kwargs,
-            )
-        except Exception as exc:
-            raise translate_error(exc, self._secrets) from None
-        return parse_chat_text(as_data(response))
+            body["temperature"] = float(decoding["temperature"])
+        return parse_chat_text(as_data(await self._chat(body)))
 
 
 class AnthropicProvider(SDKProvider):
@@ -267,7 +300,11 @@ class AnthropicProvider(SDKProvider):
         import anthropic
 
         return anthropic.AsyncAnthropic(
-            api_key=api_key, base_url=self.base_url, max_retries=0, timeout=timeout
+            api_key=api_key,
+            base_url=self.base_url,
+            max_retries=0,
+            timeout=timeout,
+            http_client=anthropic.DefaultAsyncHttpxClient(verify=shared_ssl_context()),
         )
 
     async def top_logprobs(self, prompt: str, decoding: Mapping[str, Any]) -> list[list[Any]]:

@@ -12,7 +12,11 @@ When the server says how long to wait (``Retry-After``: seconds or an HTTP date,
 What is retried: 408, 409, 429, every 5xx, timeouts and connection errors. Other errors
 are final at once (400: this request will not succeed), except the fatal ones (401, 403,
 404: wrong key, model or URL), which stop the run (see :class:`FatalJudgeError`) because
-every other call would fail the same way and be recorded as a null.
+every other call would fail the same way and be recorded as a null. A malformed body (not
+JSON, no logprobs) is retried at most :data:`MALFORMED_RETRIES` times, to catch a body
+broken in transit, and is then *final* (``CallOutcome.final``): the score is a null that a
+re-run does not ask again, since a server that answers without logprobs twice will not
+start to; transient failures stay retryable by the next run.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from harness.core.errors import SpecError
 T = TypeVar("T")
 
 RETRY_STATUS = frozenset({408, 409, 429})
+MALFORMED_RETRIES = 1
 FATAL_STATUS = frozenset({401, 403, 404})
 
 
@@ -45,6 +50,8 @@ class JudgeCallError(Exception):
         retry_after: float | None = None,
         status: int | None = None,
         fatal: bool = False,
+        final: bool = False,
+        retry_limit: int | None = None,
     ):
         super().__init__(message)
         self.message = message
@@ -52,6 +59,10 @@ class JudgeCallError(Exception):
         self.retry_after = retry_after
         self.status = status
         self.fatal = fatal
+        self.final = final
+        """Once retries are spent, a re-run would get the same answer: a final null."""
+        self.retry_limit = retry_limit
+        """At most this many retries for this kind of error (None: the policy's)."""
 
 
 class FatalJudgeError(SpecError):
@@ -112,6 +123,8 @@ class CallOutcome:
     value: Any = None
     error: str | None = None
     attempts: int = 0
+    final: bool = False
+    """The error is one that asking again (in a later run) will not fix."""
 
 
 async def call_with_retry(
@@ -133,9 +146,14 @@ async def call_with_retry(
         except JudgeCallError as exc:
             if exc.fatal:
                 raise
-            if not exc.retryable or attempt >= policy.max_retries:
+            limit = policy.max_retries
+            if exc.retry_limit is not None:
+                limit = min(limit, exc.retry_limit)
+            if not exc.retryable or attempt >= limit:
                 suffix = f" (after {attempt + 1} attempts)" if attempt else ""
-                return CallOutcome(error=exc.message + suffix, attempts=attempt + 1)
+                return CallOutcome(
+                    error=exc.message + suffix, attempts=attempt + 1, final=exc.final
+                )
             wait = policy.delay(attempt, exc.retry_after, rng)
             if on_retry is not None:
                 on_retry(exc, wait)

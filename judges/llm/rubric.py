@@ -10,9 +10,16 @@ Rendering rules (they define the prompt, so they are documented here):
   other ``{lowercase_name}`` is an error; other braces (JSON examples) are left alone.
 - ``{question}`` becomes ``<question>\\n...\\n</question>`` and ``{response}`` becomes
   ``<response>\\n...\\n</response>``: the scorer adds the tags, so a user template cannot
-  forget them. Inside the inserted texts every ``<`` that opens a look-alike of these tags
+  forget them. Inside the inserted texts every opener of a look-alike of these tags
   (``<response``, ``</question`` ..., any case, spaces allowed) becomes ``‹`` (U+2039), so
-  a response cannot close its block early and continue as instructions.
+  a response cannot close its block early and continue as instructions. A reader (the
+  judge model) is lenient, so look-alikes are found the way it would read them: the text
+  is first NFKC-normalised (fullwidth ``＜``, small-form ``﹤``, mathematical letters become
+  ASCII) and stripped of invisible format characters (zero-width space, joiners, word
+  joiner, soft hyphen, byte-order mark, bidi controls: Unicode category Cf); tag names
+  match with Cyrillic and Greek look-alike letters (``rеsponse`` with a Cyrillic ``е``);
+  and an entity-encoded opener (``&lt;``, ``&#60;``, ``&#x3c;``) counts as ``<``. Emoji
+  joined by ZWJ come apart into their parts; the judge still reads them.
 - The response is cut at ``max_response_chars`` characters and the marker
   ``[... truncated: N more characters]`` is appended inside the block; the question is
   cut at ``max_question_chars`` the same way.
@@ -23,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +38,36 @@ from harness.config.paths import resolve_data_path
 from prompts import data_path
 
 PLACEHOLDER_RE = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
-TAG_LOOKALIKE_RE = re.compile(r"<(?=\s*/?\s*(?:question|response)\b)", re.IGNORECASE)
+CONFUSABLES = {
+    "e": "\u0435\u0415\u0395\u04bd",
+    "s": "\u0455\u0405",
+    "p": "\u0440\u0420\u03c1\u03a1",
+    "o": "\u043e\u041e\u03bf\u039f\u0585",
+    "n": "\u0578\u039d",
+    "r": "\u0433",
+    "u": "\u03c5\u057d\u1d1c",
+    "q": "\u051b\u051a",
+    "t": "\u0442\u0422\u03c4\u03a4",
+    "i": "\u0456\u0406\u03b9\u0399\u0131\u04cf",
+}
+"""Cyrillic, Greek and Armenian letters that look like the Latin letters of the tag names
+(after NFKC, which folds fullwidth and mathematical letters itself)."""
+
+
+def _lookalike(word: str) -> str:
+    return "".join(f"[{re.escape(c)}{CONFUSABLES.get(c, '')}]" for c in word)
+
+
+TAG_OPENER = r"(?:<|&lt;?|&#0*60;?|&#x0*3c;?)"
+"""``<`` and its HTML entities (named, decimal, hex; the semicolon optional, as browsers
+read them)."""
+TAG_LOOKALIKE_RE = re.compile(
+    TAG_OPENER
+    + r"(?=\s*[/\u2044\u2215\u29f8]?\s*(?:"
+    + "|".join(_lookalike(w) for w in ("question", "response"))
+    + r")(?![A-Za-z0-9_]))",
+    re.IGNORECASE,
+)
 KNOWN = frozenset({"trait", "definition", "question", "response"})
 REQUIRED = {
     "trait": frozenset({"trait", "response"}),
@@ -85,7 +122,12 @@ class Rubric:
 
 
 def defuse(text: str) -> str:
-    """Neutralise look-alikes of the delimiter tags inside an inserted text."""
+    """Neutralise look-alikes of the delimiter tags inside an inserted text: NFKC, drop
+    invisible format characters, then replace each tag opener (``<`` or its entity) with
+    ``‹``."""
+    text = unicodedata.normalize("NFKC", text)
+    if not text.isascii():
+        text = "".join(c for c in text if unicodedata.category(c) != "Cf")
     return TAG_LOOKALIKE_RE.sub("\u2039", text)
 
 

@@ -19,7 +19,9 @@ One scoring call of a batch:
 
 A call that failed for good (retries exhausted on 429, 5xx or timeouts) gives a null that
 is marked retryable (:meth:`ScoreResult.failed`): the run goes on, and re-running it asks
-those calls again, while everything answered comes from the cache. Credential, model and
+those calls again, while everything answered comes from the cache. A malformed answer (not
+JSON, no logprobs) is retried once and then a final null with the reason: asking the same
+server again in every later run would not change it. Credential, model and
 URL errors (HTTP 401/403/404, a missing key, a local model that cannot be loaded) stop
 scoring with a configuration error instead, since every call would fail; what was
 answered before is cached. ``fail_fast = N`` (off by default) also stops scoring when the
@@ -35,6 +37,7 @@ logprobs (sample mode: the parsed samples and their spread).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -46,6 +49,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from harness.core import secrets
 from harness.core.scoring import ScorerContext, ScoreResult, ScorerParams, ScoringItem
 from judges.llm.aggregation import expected_score, summarize_samples
 from judges.llm.cache import JudgeCache, NullCache, cache_key, default_cache_path
@@ -133,6 +137,34 @@ class JudgeParams(ScorerParams):
     trust_remote_code: bool = False
     hf_batch_size: int = Field(101, ge=1, description="hf: candidate sequences per forward.")
 
+    NOT_IN_KEY = frozenset(
+        {
+            "api_key_env",
+            "max_concurrency",
+            "max_retries",
+            "backoff_base",
+            "backoff_max",
+            "timeout",
+            "cache",
+            "cache_path",
+            "fail_fast",
+            "batch_size",
+            "hf_batch_size",
+        }
+    )
+    """How the judge is asked, never what it answers: changing these re-scores nothing."""
+
+    def key_data(self, base_dir: Path) -> dict[str, Any]:
+        """The fields that change a score, plus what they point at: each template's
+        SHA-256 (an edited template file re-scores) and the definitions in force
+        (shipped ones included)."""
+        data = super().key_data(base_dir)
+        with contextlib.suppress(RubricError):  # reported by check(); no key is used then
+            rubrics = _load_rubrics(self, base_dir)
+            data["template_sha256"] = {k: r.sha256 for k, r in rubrics.items()}
+        data["definitions_in_force"] = _definitions(self)
+        return data
+
     @model_validator(mode="after")
     def _some_metric(self) -> JudgeParams:
         if not self.traits and not self.coherence:
@@ -209,7 +241,13 @@ class JudgeScorer:
         self.policy = RetryPolicy(params.max_retries, params.backoff_base, params.backoff_max)
         self.stats = JudgeStats()
         self._rng = random.Random()
+        self._final_errors: set[str] = set()
+        """Keys of calls that failed in a way a re-run will not fix (malformed bodies)."""
         self._hf: Provider | None = None  # kept across batches: loading a model is slow
+        if params.provider != "hf":
+            # Its value is scrubbed from every error text, record, manifest and log line.
+            secrets.register_variable(params.api_key_env or DEFAULT_KEY_ENV[params.provider])
+            secrets.install_log_scrubber()
         if params.cache:
             path = Path(params.cache_path).expanduser() if params.cache_path else None
             if path is not None and not path.is_absolute():
@@ -485,6 +523,8 @@ class JudgeScorer:
             return
         self.stats.failures += 1
         errors[call.key] = redact(outcome.error)
+        if outcome.final:
+            self._final_errors.add(call.key)
         limit = self.params.fail_fast
         if limit and self.stats.answered == 0 and self.stats.failures >= limit:
             raise FatalJudgeError(
@@ -509,7 +549,10 @@ class JudgeScorer:
         if self.mode == "logprobs":
             call = task.calls[0]
             if call.key in errors:
-                return ScoreResult.failed(f"judge call failed: {errors[call.key]}", **extra)
+                reason = f"judge call failed: {errors[call.key]}"
+                if call.key in self._final_errors:
+                    return ScoreResult.null(reason, **extra)
+                return ScoreResult.failed(reason, **extra)
             top = answers[call.key]["top_logprobs"]
             exp = expected_score([(str(t), lp) for t, lp in top], self.params.min_number_mass)
             extra |= {"number_mass": exp.mass, "top_logprobs": top}
@@ -521,7 +564,8 @@ class JudgeScorer:
         summary = summarize_samples(texts, errs)
         extra |= summary.extra
         if summary.score is None:
-            if all(errs):  # no sample was answered: transient, worth asking again
+            final = all(c.key in self._final_errors for c in task.calls)
+            if all(errs) and not final:  # no sample answered: transient, worth asking again
                 return ScoreResult.failed(summary.reason or "no samples", **extra)
             return ScoreResult.null(summary.reason or "no samples", **extra)
         return ScoreResult.ok(summary.score, **extra)
