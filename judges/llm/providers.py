@@ -22,6 +22,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
+from judges.llm.cost import Tokens
 from judges.llm.retry import FATAL_STATUS, RETRY_STATUS, JudgeCallError, parse_retry_after
 
 SECRET_PATTERNS = (
@@ -198,6 +199,8 @@ class SDKProvider:
         self._secrets = (api_key,)
         self._extra = dict(extra_body)
         self._client = self._make_client(api_key, timeout)
+        self.usage = Tokens()
+        """Calls answered and the tokens their responses reported (cost accounting)."""
 
     def _make_client(self, api_key: str, timeout: float) -> Any:
         raise NotImplementedError
@@ -237,7 +240,9 @@ class OpenAIProvider(SDKProvider):
             )
         except Exception as exc:
             raise translate_error(exc, self._secrets) from None
-        return parse_chat_top_logprobs(as_data(response))
+        data = as_data(response)
+        self.usage.record(data)
+        return parse_chat_top_logprobs(data)
 
     async def sample(self, prompt: str, decoding: Mapping[str, Any]) -> str:
         kwargs: dict[str, Any] = {}
@@ -253,7 +258,9 @@ class OpenAIProvider(SDKProvider):
             )
         except Exception as exc:
             raise translate_error(exc, self._secrets) from None
-        return parse_chat_text(as_data(response))
+        data = as_data(response)
+        self.usage.record(data)
+        return parse_chat_text(data)
 
 
 class AnthropicProvider(SDKProvider):
@@ -287,4 +294,6 @@ class AnthropicProvider(SDKProvider):
             )
         except Exception as exc:
             raise translate_error(exc, self._secrets) from None
-        return parse_anthropic_text(as_data(response))
+        data = as_data(response)
+        self.usage.record(data)
+        return parse_anthropic_text(data)

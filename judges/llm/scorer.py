@@ -49,6 +49,7 @@ from pydantic import Field, model_validator
 from harness.core.scoring import ScorerContext, ScoreResult, ScorerParams, ScoringItem
 from judges.llm.aggregation import expected_score, summarize_samples
 from judges.llm.cache import JudgeCache, NullCache, cache_key, default_cache_path
+from judges.llm.cost import JudgeUsage, Price, judge_price
 from judges.llm.hf import ChatTemplate, DType, HFProvider
 from judges.llm.providers import AnthropicProvider, OpenAIProvider, Provider, redact
 from judges.llm.retry import (
@@ -64,6 +65,7 @@ log = logging.getLogger(__name__)
 COHERENCE = "coherence"
 TRAIT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+BATCH_MODE_TEXTS = 10**9
 LOCAL_PLACEHOLDER_KEY = "EMPTY"
 """Sent when base_url points at a server and no key is set: vLLM, llama.cpp and ollama
 accept any key, and the OpenAI SDK refuses to start without one."""
@@ -125,7 +127,30 @@ class JudgeParams(ScorerParams):
         description="Stop scoring when this many calls have failed for good and none has "
         "succeeded yet (the judge does not work at all); 0: never stop.",
     )
-    batch_size: int = Field(256, ge=1, description="Texts per scoring batch.")
+    batch_size: int = Field(
+        256, ge=1, description="Texts per scoring batch (batch = true: all pending at once)."
+    )
+    batch: bool = Field(
+        False,
+        description="openai/anthropic: send cache misses through the provider's batch API "
+        "(about half price, results within 24 h) instead of one request each.",
+    )
+    batch_max_requests: int = Field(20000, ge=1, description="Requests per submitted batch.")
+    batch_poll_interval: float = Field(
+        30.0, gt=0, description="Seconds before the first poll; grows 1.5x per poll."
+    )
+    batch_poll_max: float = Field(600.0, gt=0, description="Longest wait between polls.")
+    batch_timeout: float = Field(
+        90000.0,
+        gt=0,
+        description="Seconds to wait for a batch; after it the calls are retryable nulls "
+        "and the next run polls the same batch again.",
+    )
+    price: Price | None = Field(
+        None,
+        description="$ per million tokens {input, output, batch_input, batch_output}; "
+        "default: the shipped table (prompts/judges/prices.toml).",
+    )
     device: str = Field("auto", description="hf: auto, cpu, cuda, cuda:N, mps.")
     dtype: DType = "auto"
     revision: str | None = None
@@ -206,6 +231,10 @@ class JudgeScorer:
         self.definitions = _definitions(params)
         self.mode = params.resolved_mode
         self.batch_size = params.batch_size
+        if params.batch and "batch_size" not in params.model_fields_set:
+            self.batch_size = BATCH_MODE_TEXTS  # one round of batches, not one per 256 texts
+        self.run_dir = context.run_dir
+        self.usage = JudgeUsage()
         self.policy = RetryPolicy(params.max_retries, params.backoff_base, params.backoff_max)
         self.stats = JudgeStats()
         self._rng = random.Random()
@@ -254,6 +283,8 @@ class JudgeScorer:
             problems.append("params.mode: the Anthropic API gives no logprobs; use 'sample'")
         if params.provider == "hf" and (params.base_url or params.api_key_env):
             problems.append("params.base_url/api_key_env: not used by provider 'hf'")
+        if params.provider == "hf" and params.batch:
+            problems.append("params.batch: batch APIs are for provider 'openai' or 'anthropic'")
         return problems
 
     # ---- protocol -----------------------------------------------------------------------
@@ -308,7 +339,8 @@ class JudgeScorer:
         self.stats.cache_hits += len(unique) - len(misses)
         self.stats.answered += len(unique) - len(misses)
         if misses:
-            await self._ask_all(misses, answers, errors)
+            ask = self._ask_batched if self.params.batch else self._ask_all
+            await ask(misses, answers, errors)
         return [{t.metric: self._result(t, answers, errors) for t in row} for row in tasks]
 
     def close(self) -> None:
@@ -385,8 +417,8 @@ class JudgeScorer:
             )
         return self._hf
 
-    def _remote_provider(self) -> Provider:
-        """A client bound to the running event loop (each batch runs in its own loop)."""
+    def _api_key(self) -> str:
+        """The key from the environment (never from the spec)."""
         p = self.params
         env = p.api_key_env or DEFAULT_KEY_ENV[p.provider]
         key = os.environ.get(env, "")
@@ -398,9 +430,14 @@ class JudgeScorer:
                     "the API key there (keys are read from the environment only)",
                 )
             key = LOCAL_PLACEHOLDER_KEY
+        return key
+
+    def _remote_provider(self) -> Provider:
+        """A client bound to the running event loop (each batch runs in its own loop)."""
+        p = self.params
         kwargs: dict[str, Any] = {
             "model": p.model,
-            "api_key": key,
+            "api_key": self._api_key(),
             "base_url": p.base_url,
             "timeout": p.timeout,
             "extra_body": p.extra_body,
@@ -432,8 +469,52 @@ class JudgeScorer:
         except BaseExceptionGroup as group_error:
             raise self._fatal(group_error) from None
         finally:
+            tokens = getattr(provider, "usage", None)
+            if tokens is not None:  # remote providers count what they were answered
+                self.usage.online.add(tokens)
             if provider is not self._hf:
                 await provider.aclose()
+
+    async def _ask_batched(
+        self, calls: list[Call], answers: dict[str, Any], errors: dict[str, str]
+    ) -> None:
+        """The misses through the provider's batch API (:mod:`judges.llm.batch`)."""
+        from judges.llm.batch import PollPolicy, make_runner
+
+        p = self.params
+        runner = make_runner(
+            p.provider,
+            model=p.model,
+            api_key=self._api_key(),
+            base_url=p.base_url,
+            timeout=p.timeout,
+            extra_body=p.extra_body,
+            run_dir=self.run_dir,
+            max_requests=p.batch_max_requests,
+            poll=PollPolicy(p.batch_poll_interval, p.batch_poll_max, p.batch_timeout),
+            retry=self.policy,
+        )
+
+        def on_answer(key: str, answer: Any, response: Any) -> None:
+            self.cache.put(key, self.params.provider, self.params.model, answer)
+            answers[key] = answer
+            self.usage.batch.record(response)
+            self.stats.answered += 1
+
+        try:
+            counts = await runner.run(calls, on_answer, errors)
+        finally:
+            await runner.backend.aclose()
+        self.stats.attempts += counts.requests
+        self.stats.failures += sum(c.key in errors for c in calls)
+
+    def usage_record(self, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Calls, tokens and cost of this scorer's sessions so far (``previous``: what the
+        manifest held from earlier sessions), for the manifest and the run summary."""
+        total = JudgeUsage.of(previous)
+        total.add(JudgeUsage(self.usage.online, self.usage.batch, self.stats.cache_hits))
+        price, source = judge_price(self.params.provider, self.params.model, self.params.price)
+        return total.summary(price, source)
 
     def _fatal(self, group_error: BaseExceptionGroup) -> BaseException:
         """The configuration error that stopped the calls (or an unexpected error as is)."""
