@@ -385,3 +385,98 @@ def test_the_price_table_matches_snapshots_and_the_spec_overrides_it(tmp_path):
     sc = make(tmp_path, None, model="unpriced", base_url="http://127.0.0.1:9/v1")
     rec = sc.usage_record()
     assert rec["cost_usd"] is None and rec["price"] is None  # unknown, never 0
+
+
+# ---- a whole run ------------------------------------------------------------------------
+
+JUDGE_SPEC = """
+[[scorers]]
+type = "judge"
+[scorers.params]
+model = "gpt-4o-mini"
+base_url = "{url}"
+traits = ["fear"]
+cache_path = "{cache}"
+backoff_base = 0.01
+timeout = 5.0
+batch = {batch}
+batch_poll_interval = 0.02
+batch_poll_max = 0.05
+"""
+
+
+def judged_run(root: Path, model_dir: Path, url: str, batch: bool) -> tuple[Path, Path]:
+    from conftest import spec_toml, write_prompts
+
+    from harness.run.runner import open_plan, run_stages
+
+    root.mkdir()
+    extra = JUDGE_SPEC.format(url=url, cache=root / "judge.sqlite", batch=str(batch).lower())
+    prompts = write_prompts(root / "prompts.jsonl", 3)
+    spec = root / "spec.toml"
+    spec.write_text(
+        spec_toml(
+            model_dir,
+            prompts,
+            extra=extra + "\n[analysis]\nbootstrap_resamples = 200\n",
+            output_dir=root / "run",
+        )
+    )
+    plan, source = open_plan(spec)
+    plan.spec.report.path = str(root / "r.md")
+    run_stages(plan, source)
+    return spec, root / "run"
+
+
+def test_a_batched_run_writes_the_online_records_and_its_cost(
+    batches, tmp_path, tiny_model_dir, capsys
+):
+    from harness.cli import main
+    from harness.core.store import JsonlStore
+
+    with FakeJudgeServer(lambda req: Reply(body=logprob_body(req.prompt))) as online_srv:
+        _, online_run = judged_run(
+            tmp_path / "online", tiny_model_dir, online_srv.openai_url, batch=False
+        )
+        online_calls = len(online_srv.requests)
+    spec, batch_run = judged_run(tmp_path / "batch", tiny_model_dir, batches.openai_url, batch=True)
+    assert batches.submissions == 1
+    sent = len(next(iter(batches.batches.values())).requests)
+    assert sent == online_calls
+
+    def judged(run: Path) -> dict[tuple[str, str], tuple[Any, ...]]:
+        # By generation and metric: the scorer key (so the record id) hashes every param,
+        # batch and cache_path included.
+        recs = JsonlStore(run / "scores.jsonl").iter_dicts()
+        return {
+            (r["generation_id"], r["metric"]): (
+                r["value"],
+                r["reason"],
+                json.dumps(r["extra"], sort_keys=True),
+            )
+            for r in recs
+            if r["scorer"] == "judge"
+        }
+
+    assert judged(batch_run) == judged(online_run) and len(judged(batch_run)) == online_calls
+    manifest = json.loads((batch_run / "manifest.json").read_text())
+    usage = manifest["scorers"]["judge"]["usage"]
+    assert usage["batch"]["calls"] == sent and usage["online"]["calls"] == 0
+    assert usage["cost_usd"] == pytest.approx(usage["cost_batch_usd"])
+    assert usage["cost_online_usd"] == pytest.approx(2 * usage["cost_batch_usd"])
+    online_usage = json.loads((online_run / "manifest.json").read_text())["scorers"]["judge"]
+    assert online_usage["usage"]["cost_usd"] == pytest.approx(usage["cost_online_usd"])
+    report = (tmp_path / "batch" / "r.md").read_text()
+    assert "Judge calls" in report and f"{sent} calls (0 from the cache)" in report
+    assert "prices.toml (2025-10-15: gpt-4o-mini)" in report
+    # The run's last lines and check's estimate: a re-run answers everything from the cache.
+    capsys.readouterr()
+    assert main(["run", str(spec)]) == 0
+    out = capsys.readouterr().out
+    assert f"judge judge: {sent} calls (0 from the cache)" in out  # nothing new to score
+    assert batches.submissions == 1
+    assert main(["check", str(spec)]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if "judge judge (openai:gpt-4o-mini, batch)" in x)
+    assert f"at most {sent} calls" in line and f"measured over {sent} calls" in line
+    assert "generation: " not in out  # nothing left to generate

@@ -49,7 +49,7 @@ from pydantic import Field, model_validator
 from harness.core.scoring import ScorerContext, ScoreResult, ScorerParams, ScoringItem
 from judges.llm.aggregation import expected_score, summarize_samples
 from judges.llm.cache import JudgeCache, NullCache, cache_key, default_cache_path
-from judges.llm.cost import JudgeUsage, Price, judge_price
+from judges.llm.cost import JudgeUsage, Price, estimate_calls_cost, judge_price
 from judges.llm.hf import ChatTemplate, DType, HFProvider
 from judges.llm.providers import AnthropicProvider, OpenAIProvider, Provider, redact
 from judges.llm.retry import (
@@ -66,6 +66,8 @@ COHERENCE = "coherence"
 TRAIT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 BATCH_MODE_TEXTS = 10**9
+CHARS_PER_TOKEN = 4
+QUESTION_TOKENS = 30
 LOCAL_PLACEHOLDER_KEY = "EMPTY"
 """Sent when base_url points at a server and no key is set: vLLM, llama.cpp and ollama
 accept any key, and the OpenAI SDK refuses to start without one."""
@@ -286,6 +288,49 @@ class JudgeScorer:
         if params.provider == "hf" and params.batch:
             problems.append("params.batch: batch APIs are for provider 'openai' or 'anthropic'")
         return problems
+
+    @classmethod
+    def estimate(
+        cls,
+        params: JudgeParams,
+        base_dir: Path,
+        n_texts: int,
+        response_tokens: int,
+        measured: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """What judging ``n_texts`` texts will cost before any call: calls x typical tokens.
+
+        Typical tokens are those measured by earlier sessions of this judge (``measured``:
+        its manifest usage) when there are any, else the rubric's length at ~4 characters
+        per token plus ``response_tokens`` and a short question, and one output token
+        (logprobs) or ``sample_max_tokens`` (samples, an upper bound). The cache is not
+        consulted: calls it holds cost nothing, so this is the most a run can cost."""
+        rubrics = _load_rubrics(params, base_dir)
+        metrics = len(params.traits) + int(params.coherence)
+        per_text = 1 if params.resolved_mode == "logprobs" else params.samples
+        calls = n_texts * metrics * per_text
+        done = (measured or {}).get("calls") or 0
+        if done:
+            tin = measured["input_tokens"] / done  # type: ignore[index]
+            tout = measured["output_tokens"] / done  # type: ignore[index]
+            basis = f"measured over {done} calls"
+        else:
+            chars = sum(len(r.text) for r in rubrics.values()) / max(1, len(rubrics))
+            tin = chars / CHARS_PER_TOKEN + QUESTION_TOKENS + response_tokens
+            tout = 1.0 if params.resolved_mode == "logprobs" else float(params.sample_max_tokens)
+            basis = f"~{CHARS_PER_TOKEN} characters per token"
+        price, source = judge_price(params.provider, params.model, params.price)
+        return {
+            "judge": f"{params.provider}:{params.model}",
+            "calls": calls,
+            "input_tokens_per_call": tin,
+            "output_tokens_per_call": tout,
+            "basis": basis,
+            "batch": params.batch,
+            "cost_online_usd": estimate_calls_cost(calls, tin, tout, price, batch=False),
+            "cost_batch_usd": estimate_calls_cost(calls, tin, tout, price, batch=True),
+            "price_source": source,
+        }
 
     # ---- protocol -----------------------------------------------------------------------
 
