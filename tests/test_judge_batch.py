@@ -480,3 +480,14 @@ def test_a_batched_run_writes_the_online_records_and_its_cost(
     line = next(x for x in out.splitlines() if "judge judge (openai:gpt-4o-mini, batch)" in x)
     assert f"at most {sent} calls" in line and f"measured over {sent} calls" in line
     assert "generation: " not in out  # nothing left to generate
+    # With a seed added, check gives the remaining generations' time at the measured rate.
+    from harness.run.estimate import measured_throughput
+    from harness.run.runner import open_plan
+
+    rate = measured_throughput(open_plan(spec)[0])
+    assert rate is not None and rate.records == 18 and rate.per_second > 0
+    spec.write_text(spec.read_text().replace("seeds = [0, 1]", "seeds = [0, 1, 2]"))
+    assert main(["check", str(spec)]) == 0
+    out = capsys.readouterr().out
+    assert f"generation: 9 to go, ~{9 / rate.per_second / 60:.1f} min at the" in out
+    assert f"at most {27 * 2} calls" in out

@@ -357,6 +357,8 @@ class JudgeScorer:
         if p.provider != "hf":
             out["base_url"] = p.base_url
             out["api_key_env"] = p.api_key_env or DEFAULT_KEY_ENV[p.provider]
+        if p.batch:
+            out["batch"] = True
         if self.mode == "logprobs":
             out["min_number_mass"] = p.min_number_mass
         else:
