@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from harness import __version__
 from harness.core.errors import UserError
@@ -231,10 +232,22 @@ def cmd_run(args: argparse.Namespace, stages: tuple[str, ...]) -> int:
                 f"  {res.details['retryable']} scores failed transiently and are null for now; "
                 "run the same command again to retry them"
             )
+    from harness.report.format import fmt_usage
+
+    for name, usage in judge_usage(summary.run_dir).items():
+        print(f"judge {name}: {fmt_usage(usage)}")
     print(f"run directory: {summary.run_dir}")
     if summary.report is not None:
         print(f"report: {summary.report}")
     return 0
+
+
+def judge_usage(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """Per scorer, the calls, tokens and cost its manifest entry records (judges only)."""
+    from harness.core.manifest import read_manifest
+
+    described = (read_manifest(RunDir(run_dir)) or {}).get("scorers", {})
+    return {n: d["usage"] for n, d in described.items() if isinstance(d.get("usage"), dict)}
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -254,7 +267,36 @@ def cmd_check(args: argparse.Namespace) -> int:
         )
     for cond in plan.pending_searches:
         print(f"  search pending for '{cond.name}' (its generations are planned after it)")
+    for line in estimate_lines(plan):
+        print(f"  {line}")
     return 0
+
+
+def estimate_lines(plan: Any) -> list[str]:
+    """``check``'s estimates: judge calls and cost, and generation time once measured."""
+    from harness.report.format import fmt_usd
+    from harness.run.estimate import judge_estimates, measured_throughput, pending_generations
+
+    lines = []
+    for est in judge_estimates(plan):
+        route = "batch" if est["batch"] else "online"
+        price = f"prices: {est['price_source']}" if est["price_source"] else "no price known"
+        lines.append(
+            f"judge {est['scorer']} ({est['judge']}, {route}): at most {est['calls']} calls x "
+            f"~{est['input_tokens_per_call']:.0f} input + {est['output_tokens_per_call']:.0f} "
+            f"output tokens ({est['basis']}) = {fmt_usd(est['cost_online_usd'])} online, "
+            f"{fmt_usd(est['cost_batch_usd'])} by batch API ({price}; cached calls are free)"
+        )
+    todo = pending_generations(plan)
+    rate = measured_throughput(plan)
+    if rate is not None and todo:
+        lines.append(
+            f"generation: {todo} to go, ~{todo / rate.per_second / 60:.1f} min at the "
+            f"{rate.per_second:.2f} generations/s measured over {rate.records} records"
+        )
+    elif todo:
+        lines.append(f"generation: {todo} to go (time estimated once this run has measured it)")
+    return lines
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ SCORES = "scores.jsonl"
 ANALYSIS = "analysis.json"
 LOCK = ".lock"
 LOCK_OWNER = ".lock-owner.json"
+JUDGE_BATCHES = "judge-batches.json"
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,12 @@ class RunDir:
     def lock_owner(self) -> Path:
         """Who holds the lock (PID, since, command), written by the holder beside it."""
         return self.root / LOCK_OWNER
+
+    @property
+    def judge_batches(self) -> Path:
+        """Judge batches submitted to a provider's batch API and not yet collected, so a
+        run killed while waiting polls them again instead of paying for new ones."""
+        return self.root / JUDGE_BATCHES
 
     @property
     def vectors(self) -> Path:

@@ -34,6 +34,28 @@ def fmt_p(value: float | None) -> str:
     return "<0.001" if value < 0.001 else f"{value:.3f}"
 
 
+def fmt_usd(value: float | None) -> str:
+    """Dollars: n/a when unknown (no price for the model), 4 decimals below $1."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    return f"${value:.4f}" if value < 1 else f"${value:,.2f}"
+
+
+def fmt_usage(usage: Mapping[str, Any]) -> str:
+    """A judge's calls, tokens and cost (its manifest ``usage``) on one line."""
+    text = (
+        f"{usage.get('calls', 0)} calls ({usage.get('cache_hits', 0)} from the cache), "
+        f"{usage.get('input_tokens', 0):,} input + {usage.get('output_tokens', 0):,} output "
+        f"tokens, cost {fmt_usd(usage.get('cost_usd'))}"
+    )
+    if usage.get("price") is None:
+        return text + " (no price for this model)"
+    return (
+        text + f" (all at the online price {fmt_usd(usage.get('cost_online_usd'))}, "
+        f"at the batch price {fmt_usd(usage.get('cost_batch_usd'))})"
+    )
+
+
 def cell(text: str, limit: int | None = None) -> str:
     """Text made safe for one markdown table cell."""
     if limit is not None and len(text) > limit:

@@ -10,7 +10,7 @@ from typing import Any
 
 from harness.core.ids import utc_now
 from harness.report.data import RunData
-from harness.report.format import cell, table
+from harness.report.format import cell, fmt_usage, table
 
 
 def section_header(run: RunData) -> str:
@@ -63,6 +63,11 @@ def section_setup(run: RunData) -> str:
         scorer_rows.append(
             [f"`{label}`", f"`{s['type']}`", metrics, cell(_params_summary(s["params"]))]
         )
+    usage_rows = [
+        [f"`{label}`", cell(fmt_usage(d["usage"]))]
+        for label, d in described.items()
+        if isinstance(d.get("usage"), Mapping)
+    ]
     notices = [d["notice"] for d in described.values() if d.get("notice")]
     parts = [
         "## Setup",
@@ -77,6 +82,22 @@ def section_setup(run: RunData) -> str:
         "",
         table(["scorer", "type", "metrics", "parameters"], scorer_rows),
     ]
+    if usage_rows:
+        prices = sorted(
+            {
+                str(d["usage"]["price"]["source"])
+                for d in described.values()
+                if isinstance(d.get("usage"), Mapping) and d["usage"].get("price")
+            }
+        )
+        parts += [
+            "",
+            "Judge calls (answered by the judge in this run directory's sessions; tokens "
+            "from the responses' usage; prices per million tokens from "
+            f"{', '.join(prices) or 'no table entry'}):",
+            "",
+            table(["judge", "calls, tokens and cost"], usage_rows),
+        ]
     if notices:
         parts += ["", *[f"> **Licence notice.** {n}" for n in sorted(set(notices))]]
     return "\n".join(parts)

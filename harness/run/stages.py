@@ -257,6 +257,8 @@ def score_stage(plan: Plan, manifest: Manifest, models: ModelHolder | None = Non
         wanted = set(metrics)
         pending = load_generations(plan, {g for g in gen_ids if not wanted <= have.get(g, none)})
         describe: Callable[[], dict[str, Any]] | None = getattr(scorer, "describe", None)
+        before = described.get(sc.name) or {}
+        earlier = before.get("usage") if before.get("key") == sc.key else None
         described[sc.name] = {"type": sc.type_name, "key": sc.key, "metrics": metrics}
         if describe is not None:
             described[sc.name] |= describe()
@@ -296,8 +298,23 @@ def score_stage(plan: Plan, manifest: Manifest, models: ModelHolder | None = Non
                 result.details["retryable"] = result.details.get("retryable", 0) + retry
                 result.done_now += len(batch)
                 bar.update(len(batch))
+                record_usage(scorer, described[sc.name], earlier, manifest)
         close_scorer(scorer)
     return result
+
+
+def record_usage(
+    scorer: Any, entry: dict[str, Any], earlier: dict[str, Any] | None, manifest: Manifest
+) -> None:
+    """Store a scorer's calls, tokens and cost (a judge's ``usage_record``) in its manifest
+    entry, added to what earlier sessions of the same scorer key recorded; saved after
+    every batch, so a killed run still shows what it spent."""
+    usage_record: Callable[[dict[str, Any] | None], dict[str, Any]] | None = getattr(
+        scorer, "usage_record", None
+    )
+    if usage_record is not None:
+        entry["usage"] = usage_record(earlier)
+        manifest.save()
 
 
 def current_scores(plan: Plan) -> list[dict[str, Any]]:

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 from harness.core.secrets import scrub
+from judges.llm.cost import Tokens
 from judges.llm.retry import (
     FATAL_STATUS,
     MALFORMED_RETRIES,
@@ -219,6 +220,8 @@ class SDKProvider:
         self._secrets = (api_key,)
         self._extra = dict(extra_body)
         self._client = self._make_client(api_key, timeout)
+        self.usage = Tokens()
+        """Calls answered and the tokens their responses reported (cost accounting)."""
 
     def _make_client(self, api_key: str, timeout: float) -> Any:
         raise NotImplementedError
@@ -276,7 +279,9 @@ class OpenAIProvider(SDKProvider):
                 "top_logprobs": int(decoding["top_logprobs"]),
             }
         )
-        return parse_chat_top_logprobs(as_data(data))
+        parsed = as_data(data)
+        self.usage.record(parsed)
+        return parse_chat_top_logprobs(parsed)
 
     async def sample(self, prompt: str, decoding: Mapping[str, Any]) -> str:
         body: dict[str, Any] = {
@@ -286,7 +291,9 @@ class OpenAIProvider(SDKProvider):
         }
         if decoding.get("temperature") is not None:
             body["temperature"] = float(decoding["temperature"])
-        return parse_chat_text(as_data(await self._chat(body)))
+        data = as_data(await self._chat(body))
+        self.usage.record(data)
+        return parse_chat_text(data)
 
 
 class AnthropicProvider(SDKProvider):
@@ -324,4 +331,6 @@ class AnthropicProvider(SDKProvider):
             )
         except Exception as exc:
             raise translate_error(exc, self._secrets) from None
-        return parse_anthropic_text(as_data(response))
+        data = as_data(response)
+        self.usage.record(data)
+        return parse_anthropic_text(data)

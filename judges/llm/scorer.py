@@ -53,6 +53,7 @@ from harness.core import secrets
 from harness.core.scoring import ScorerContext, ScoreResult, ScorerParams, ScoringItem
 from judges.llm.aggregation import expected_score, summarize_samples
 from judges.llm.cache import JudgeCache, NullCache, cache_key, default_cache_path
+from judges.llm.cost import JudgeUsage, Price, estimate_calls_cost, judge_price
 from judges.llm.hf import ChatTemplate, DType, HFProvider
 from judges.llm.providers import AnthropicProvider, OpenAIProvider, Provider, redact
 from judges.llm.retry import (
@@ -68,6 +69,9 @@ log = logging.getLogger(__name__)
 COHERENCE = "coherence"
 TRAIT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+BATCH_MODE_TEXTS = 10**9
+CHARS_PER_TOKEN = 4
+QUESTION_TOKENS = 30
 LOCAL_PLACEHOLDER_KEY = "EMPTY"
 """Sent when base_url points at a server and no key is set: vLLM, llama.cpp and ollama
 accept any key, and the OpenAI SDK refuses to start without one."""
@@ -129,7 +133,30 @@ class JudgeParams(ScorerParams):
         description="Stop scoring when this many calls have failed for good and none has "
         "succeeded yet (the judge does not work at all); 0: never stop.",
     )
-    batch_size: int = Field(256, ge=1, description="Texts per scoring batch.")
+    batch_size: int = Field(
+        256, ge=1, description="Texts per scoring batch (batch = true: all pending at once)."
+    )
+    batch: bool = Field(
+        False,
+        description="openai/anthropic: send cache misses through the provider's batch API "
+        "(about half price, results within 24 h) instead of one request each.",
+    )
+    batch_max_requests: int = Field(20000, ge=1, description="Requests per submitted batch.")
+    batch_poll_interval: float = Field(
+        30.0, gt=0, description="Seconds before the first poll; grows 1.5x per poll."
+    )
+    batch_poll_max: float = Field(600.0, gt=0, description="Longest wait between polls.")
+    batch_timeout: float = Field(
+        90000.0,
+        gt=0,
+        description="Seconds to wait for a batch; after it the calls are retryable nulls "
+        "and the next run polls the same batch again.",
+    )
+    price: Price | None = Field(
+        None,
+        description="$ per million tokens {input, output, batch_input, batch_output}; "
+        "default: the shipped table (prompts/judges/prices.toml).",
+    )
     device: str = Field("auto", description="hf: auto, cpu, cuda, cuda:N, mps.")
     dtype: DType = "auto"
     revision: str | None = None
@@ -238,6 +265,10 @@ class JudgeScorer:
         self.definitions = _definitions(params)
         self.mode = params.resolved_mode
         self.batch_size = params.batch_size
+        if params.batch and "batch_size" not in params.model_fields_set:
+            self.batch_size = BATCH_MODE_TEXTS  # one round of batches, not one per 256 texts
+        self.run_dir = context.run_dir
+        self.usage = JudgeUsage()
         self.policy = RetryPolicy(params.max_retries, params.backoff_base, params.backoff_max)
         self.stats = JudgeStats()
         self._rng = random.Random()
@@ -292,7 +323,52 @@ class JudgeScorer:
             problems.append("params.mode: the Anthropic API gives no logprobs; use 'sample'")
         if params.provider == "hf" and (params.base_url or params.api_key_env):
             problems.append("params.base_url/api_key_env: not used by provider 'hf'")
+        if params.provider == "hf" and params.batch:
+            problems.append("params.batch: batch APIs are for provider 'openai' or 'anthropic'")
         return problems
+
+    @classmethod
+    def estimate(
+        cls,
+        params: JudgeParams,
+        base_dir: Path,
+        n_texts: int,
+        response_tokens: int,
+        measured: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """What judging ``n_texts`` texts will cost before any call: calls x typical tokens.
+
+        Typical tokens are those measured by earlier sessions of this judge (``measured``:
+        its manifest usage) when there are any, else the rubric's length at ~4 characters
+        per token plus ``response_tokens`` and a short question, and one output token
+        (logprobs) or ``sample_max_tokens`` (samples, an upper bound). The cache is not
+        consulted: calls it holds cost nothing, so this is the most a run can cost."""
+        rubrics = _load_rubrics(params, base_dir)
+        metrics = len(params.traits) + int(params.coherence)
+        per_text = 1 if params.resolved_mode == "logprobs" else params.samples
+        calls = n_texts * metrics * per_text
+        done = (measured or {}).get("calls") or 0
+        if done:
+            tin = measured["input_tokens"] / done  # type: ignore[index]
+            tout = measured["output_tokens"] / done  # type: ignore[index]
+            basis = f"measured over {done} calls"
+        else:
+            chars = sum(len(r.text) for r in rubrics.values()) / max(1, len(rubrics))
+            tin = chars / CHARS_PER_TOKEN + QUESTION_TOKENS + response_tokens
+            tout = 1.0 if params.resolved_mode == "logprobs" else float(params.sample_max_tokens)
+            basis = f"~{CHARS_PER_TOKEN} characters per token"
+        price, source = judge_price(params.provider, params.model, params.price)
+        return {
+            "judge": f"{params.provider}:{params.model}",
+            "calls": calls,
+            "input_tokens_per_call": tin,
+            "output_tokens_per_call": tout,
+            "basis": basis,
+            "batch": params.batch,
+            "cost_online_usd": estimate_calls_cost(calls, tin, tout, price, batch=False),
+            "cost_batch_usd": estimate_calls_cost(calls, tin, tout, price, batch=True),
+            "price_source": source,
+        }
 
     # ---- protocol -----------------------------------------------------------------------
 
@@ -319,6 +395,8 @@ class JudgeScorer:
         if p.provider != "hf":
             out["base_url"] = p.base_url
             out["api_key_env"] = p.api_key_env or DEFAULT_KEY_ENV[p.provider]
+        if p.batch:
+            out["batch"] = True
         if self.mode == "logprobs":
             out["min_number_mass"] = p.min_number_mass
         else:
@@ -346,7 +424,8 @@ class JudgeScorer:
         self.stats.cache_hits += len(unique) - len(misses)
         self.stats.answered += len(unique) - len(misses)
         if misses:
-            await self._ask_all(misses, answers, errors)
+            ask = self._ask_batched if self.params.batch else self._ask_all
+            await ask(misses, answers, errors)
         return [{t.metric: self._result(t, answers, errors) for t in row} for row in tasks]
 
     def close(self) -> None:
@@ -423,8 +502,8 @@ class JudgeScorer:
             )
         return self._hf
 
-    def _remote_provider(self) -> Provider:
-        """A client bound to the running event loop (each batch runs in its own loop)."""
+    def _api_key(self) -> str:
+        """The key from the environment (never from the spec)."""
         p = self.params
         env = p.api_key_env or DEFAULT_KEY_ENV[p.provider]
         key = os.environ.get(env, "")
@@ -436,9 +515,14 @@ class JudgeScorer:
                     "the API key there (keys are read from the environment only)",
                 )
             key = LOCAL_PLACEHOLDER_KEY
+        return key
+
+    def _remote_provider(self) -> Provider:
+        """A client bound to the running event loop (each batch runs in its own loop)."""
+        p = self.params
         kwargs: dict[str, Any] = {
             "model": p.model,
-            "api_key": key,
+            "api_key": self._api_key(),
             "base_url": p.base_url,
             "timeout": p.timeout,
             "extra_body": p.extra_body,
@@ -470,8 +554,52 @@ class JudgeScorer:
         except BaseExceptionGroup as group_error:
             raise self._fatal(group_error) from None
         finally:
+            tokens = getattr(provider, "usage", None)
+            if tokens is not None:  # remote providers count what they were answered
+                self.usage.online.add(tokens)
             if provider is not self._hf:
                 await provider.aclose()
+
+    async def _ask_batched(
+        self, calls: list[Call], answers: dict[str, Any], errors: dict[str, str]
+    ) -> None:
+        """The misses through the provider's batch API (:mod:`judges.llm.batch`)."""
+        from judges.llm.batch import PollPolicy, make_runner
+
+        p = self.params
+        runner = make_runner(
+            p.provider,
+            model=p.model,
+            api_key=self._api_key(),
+            base_url=p.base_url,
+            timeout=p.timeout,
+            extra_body=p.extra_body,
+            run_dir=self.run_dir,
+            max_requests=p.batch_max_requests,
+            poll=PollPolicy(p.batch_poll_interval, p.batch_poll_max, p.batch_timeout),
+            retry=self.policy,
+        )
+
+        def on_answer(key: str, answer: Any, response: Any) -> None:
+            self.cache.put(key, self.params.provider, self.params.model, answer)
+            answers[key] = answer
+            self.usage.batch.record(response)
+            self.stats.answered += 1
+
+        try:
+            counts = await runner.run(calls, on_answer, errors)
+        finally:
+            await runner.backend.aclose()
+        self.stats.attempts += counts.requests
+        self.stats.failures += sum(c.key in errors for c in calls)
+
+    def usage_record(self, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Calls, tokens and cost of this scorer's sessions so far (``previous``: what the
+        manifest held from earlier sessions), for the manifest and the run summary."""
+        total = JudgeUsage.of(previous)
+        total.add(JudgeUsage(self.usage.online, self.usage.batch, self.stats.cache_hits))
+        price, source = judge_price(self.params.provider, self.params.model, self.params.price)
+        return total.summary(price, source)
 
     def _fatal(self, group_error: BaseExceptionGroup) -> BaseException:
         """The configuration error that stopped the calls (or an unexpected error as is)."""
