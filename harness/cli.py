@@ -193,9 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--d-z", type=float, help="assumed standardized paired effect d_z")
     p.add_argument("--power", type=float, default=0.8, help="target power (default 0.8)")
     p.add_argument("--alpha", type=float, default=0.05, help="two-sided level (default 0.05)")
-    p.add_argument(
-        "--seeds", type=count_arg, help="with --d-z: also say how many prompts that is"
-    )
+    p.add_argument("--seeds", type=count_arg, help="with --d-z: also say how many prompts that is")
     p.add_argument(
         "--pairs", type=count_arg, help="with --d-z: also the power with this many pairs"
     )
@@ -337,9 +335,7 @@ def report_name(run_dir: Path) -> str:
     if not isinstance(name, str) or not re.fullmatch(NAME_RE, name):
         name = Path(run_dir).resolve().name
     if not re.fullmatch(NAME_RE, name):
-        raise UserError(
-            f"{run_dir}: cannot name the report after this folder; give --out PATH"
-        )
+        raise UserError(f"{run_dir}: cannot name the report after this folder; give --out PATH")
     return name
 
 

@@ -95,9 +95,14 @@ scalars = (
 )
 values = st.recursive(
     scalars,
-    lambda inner: st.lists(inner, max_size=3)
-    | st.dictionaries(st.sampled_from(["text", "id", "x", "value", "seed"]) | st.text(max_size=6),
-                      inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["text", "id", "x", "value", "seed"]) | st.text(max_size=6),
+            inner,
+            max_size=3,
+        )
+    ),
     max_leaves=6,
 )
 raw_bytes = st.binary(max_size=200) | st.sampled_from(
@@ -177,7 +182,9 @@ def _set(doc: Any, path: tuple[Any, ...], value: Any, delete: bool) -> None:
         except (KeyError, IndexError, TypeError):
             return
     last = path[-1]
-    if isinstance(doc, dict) or (isinstance(doc, list) and isinstance(last, int) and last < len(doc)):
+    if isinstance(doc, dict) or (
+        isinstance(doc, list) and isinstance(last, int) and last < len(doc)
+    ):
         if delete:
             with contextlib.suppress(KeyError, IndexError):
                 del doc[last]
@@ -316,8 +323,9 @@ def _write_spec(folder: Path, doc: dict[str, Any], fmt: str) -> Path:
 
 def _prompts(folder: Path) -> Path:
     path = folder / "prompts.jsonl"
-    path.write_text("".join(json.dumps({"id": f"p{i}", "text": f"tell me {i} ."}) + "\n"
-                            for i in range(3)))
+    path.write_text(
+        "".join(json.dumps({"id": f"p{i}", "text": f"tell me {i} ."}) + "\n" for i in range(3))
+    )
     return path
 
 
@@ -408,7 +416,9 @@ def test_fuzz_pair_files(
 ) -> None:
     folder = _fresh("fz-pairs-")
     pfile = folder / "pairs.jsonl"
-    pfile.write_bytes("\n".join(lines).encode("utf-8", "surrogatepass") + (tail if len(tail) % 3 == 0 else b""))
+    pfile.write_bytes(
+        "\n".join(lines).encode("utf-8", "surrogatepass") + (tail if len(tail) % 3 == 0 else b"")
+    )
     doc = _base_spec(tiny_model_dir, _prompts(folder))
     if where == "params":
         doc["conditions"][0]["params"]["vector"] = {"pairs": "pairs.jsonl"}
@@ -490,15 +500,11 @@ def _valid_score(rec: Any) -> bool:
 @_settings(280)
 @given(
     n_good=st.integers(0, 8),
-    bad=st.lists(
-        st.tuples(st.sampled_from([*FIELDS, "all"]), values, st.booleans()), max_size=3
-    ),
+    bad=st.lists(st.tuples(st.sampled_from([*FIELDS, "all"]), values, st.booleans()), max_size=3),
     junk=st.sampled_from([b"", b"\xff\xfe\n", b"[1]\n", b"not json\n", b"{}\n"]),
     boot=st.sampled_from(["20", "0", "-5", "x", "10"]),
 )
-def test_fuzz_foreign_scores(
-    work: Path, n_good: int, bad: Any, junk: bytes, boot: str
-) -> None:
+def test_fuzz_foreign_scores(work: Path, n_good: int, bad: Any, junk: bytes, boot: str) -> None:
     folder = _fresh("fz-scores-")
     recs = [
         _score_record(c, p, s, float(p + s + (c == "steer")))
@@ -638,8 +644,18 @@ def _run_command(command: str, run: Path, folder: Path, work: Path) -> None:
 
 
 store_damage = st.sampled_from(
-    ["no text", "no id", "non-utf8", "not an object", "bad json", "value text", "seed text",
-     "seed null", "value list", "empty object"]
+    [
+        "no text",
+        "no id",
+        "non-utf8",
+        "not an object",
+        "bad json",
+        "value text",
+        "seed text",
+        "seed null",
+        "value list",
+        "empty object",
+    ]
 )
 
 
@@ -688,9 +704,7 @@ def test_fuzz_damaged_stores(
 
 @_settings(20)
 @given(command=st.sampled_from(["score", "run", "generate"]), as_flag=st.booleans())
-def test_fuzz_output_dir_is_a_file(
-    finished: Path, work: Path, command: str, as_flag: bool
-) -> None:
+def test_fuzz_output_dir_is_a_file(finished: Path, work: Path, command: str, as_flag: bool) -> None:
     folder = _fresh("fz-outfile-")
     blocker = folder / "not-a-dir"
     blocker.write_text("a file\n")

@@ -237,6 +237,7 @@ class ReportSpec(Strict):
     @classmethod
     def _contained(cls, v: str | None) -> str | None:
         return _contained_path(v)
+
     samples: int = Field(3, ge=0, description="Sample generations shown per condition.")
     max_sample_chars: int = Field(400, gt=0)
 
@@ -250,6 +251,7 @@ class Spec(Strict):
     @classmethod
     def _contained(cls, v: str | None) -> str | None:
         return _contained_path(v)
+
     model: ModelSpec = Field(default_factory=ModelSpec)
     prompts: PromptSource
     generation: GenerationSpec = Field(default_factory=GenerationSpec)

@@ -23,7 +23,6 @@ from harness.core.params import MAX_SEED
 _IDS_MEMO: dict[str, Any] = {}
 
 
-
 def _is_text(v: Any) -> bool:
     return isinstance(v, str)
 
@@ -148,8 +147,10 @@ class JsonlStore:
                 try:
                     obj = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
                 except (json.JSONDecodeError, UnicodeDecodeError, _NonFinite) as exc:
-                    msg = exc.msg if isinstance(exc, json.JSONDecodeError) else (
-                        str(exc) if isinstance(exc, _NonFinite) else "not UTF-8"
+                    msg = (
+                        exc.msg
+                        if isinstance(exc, json.JSONDecodeError)
+                        else (str(exc) if isinstance(exc, _NonFinite) else "not UTF-8")
                     )
                     raise StoreError(
                         f"{self.path}:{lineno}: damaged record ({msg}); only a torn last "
@@ -223,4 +224,3 @@ def read_jsonl(
             if not isinstance(obj, dict):
                 raise error(f"{path}:{lineno}: each line must be a JSON object")
             yield lineno, obj
-

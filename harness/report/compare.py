@@ -63,9 +63,7 @@ def load_entries(run_dirs: Sequence[Path]) -> list[RunEntry]:
         seen.add(d.resolve())
         run = RunDir(d)
         if not run.analysis.exists():
-            raise FileNotFoundError(
-                f"{d}: no {run.analysis.name}; run `steer-harness analyze {d}`"
-            )
+            raise FileNotFoundError(f"{d}: no {run.analysis.name}; run `steer-harness analyze {d}`")
         fix = f"run `steer-harness analyze {d}` to write it again"
         analysis = dict(read_artifact(run.analysis, StoredAnalysis, fix, as_stored=True))
         spec = None

@@ -415,8 +415,7 @@ def run_dir_problem(run_dir: Path) -> str | None:
             if not p.is_dir():
                 what = "is" if p == run_dir else f"is under {p}, which is"
                 return (
-                    f"output_dir: {run_dir} {what} a file, not a folder; "
-                    "give another --output-dir"
+                    f"output_dir: {run_dir} {what} a file, not a folder; give another --output-dir"
                 )
             return None
     return None
