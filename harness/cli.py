@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 
 from harness import __version__
 from harness.core.errors import UserError
+from harness.core.params import MAX_SEED
 from harness.core.rundir import RunDir
 from harness.locate.command import add_locate_parser, cmd_locate
 
@@ -28,6 +30,25 @@ Typical use:
 """
 
 SPEC_OR_RUN = "a spec file (.toml/.yaml) or a run directory holding spec.json"
+
+
+def count_arg(text: str) -> int:
+    """A non-negative integer option (``--bootstrap -5`` is refused, not run)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; give 0 or more")
+    return value
+
+
+def seed_arg(text: str) -> int:
+    """A seed option: an integer in 0..2^63-1."""
+    value = count_arg(text)
+    if value > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"{value} is above the largest seed 2^63-1")
+    return value
 
 
 def _add_overrides(p: argparse.ArgumentParser) -> None:
@@ -104,7 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="baseline condition name (default: the spec's, else 'baseline')",
     )
     p.add_argument("--json", action="store_true", help="print the analysis JSON to stdout")
-    p.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples (default 2000)")
+    p.add_argument(
+        "--bootstrap", type=count_arg, default=None, help="bootstrap resamples (default 2000)"
+    )
 
     p = sub.add_parser(
         "report",
@@ -118,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out",
         type=Path,
-        help="report path (default: the spec's report.path, else reports/<name>.md)",
+        help="report path (default: reports/<name>.md under the current directory; "
+        "never a path read from the run directory)",
     )
 
     p = sub.add_parser(
@@ -143,8 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="labels: the gold label predicted when no other label scores above 0 "
         "(default: the one gold label the scorer has no metric for, if any)",
     )
-    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (default 2000)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument(
+        "--bootstrap", type=count_arg, default=2000, help="bootstrap resamples (default 2000)"
+    )
+    p.add_argument("--seed", type=seed_arg, default=0, help="bootstrap seed (default 0)")
     p.add_argument(
         "--out",
         type=Path,
@@ -167,8 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--d-z", type=float, help="assumed standardized paired effect d_z")
     p.add_argument("--power", type=float, default=0.8, help="target power (default 0.8)")
     p.add_argument("--alpha", type=float, default=0.05, help="two-sided level (default 0.05)")
-    p.add_argument("--seeds", type=int, help="with --d-z: also say how many prompts that is")
-    p.add_argument("--pairs", type=int, help="with --d-z: also the power with this many pairs")
+    p.add_argument("--seeds", type=count_arg, help="with --d-z: also say how many prompts that is")
+    p.add_argument(
+        "--pairs", type=count_arg, help="with --d-z: also the power with this many pairs"
+    )
 
     p = sub.add_parser(
         "compare",
@@ -206,6 +234,12 @@ def _print_problems(exc: Exception) -> int:
     return 2
 
 
+def _say_absolute_paths(plan: Any) -> None:
+    """Name, before any work, every absolute path the spec reads or writes."""
+    for field, path in plan.spec._absolute_paths:
+        print(f"note: {field} is an absolute path: {path}", file=sys.stderr)
+
+
 def cmd_run(args: argparse.Namespace, stages: tuple[str, ...]) -> int:
     from harness.run.runner import Overrides, open_plan, run_stages
 
@@ -216,6 +250,7 @@ def cmd_run(args: argparse.Namespace, stages: tuple[str, ...]) -> int:
         dtype=getattr(args, "dtype", None),
     )
     plan, source = open_plan(args.target, ov)
+    _say_absolute_paths(plan)
     summary = run_stages(plan, source, stages)
     for name, chosen in summary.searches.items():
         if chosen is None:
@@ -254,6 +289,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from harness.run.runner import open_plan
 
     plan, _ = open_plan(args.target)
+    _say_absolute_paths(plan)
     print(f"spec OK: {plan.spec.name}")
     print(f"  model: {plan.spec.model.id}")
     print(f"  prompts: {len(plan.prompts)}; seeds: {plan.spec.generation.seeds}")
@@ -322,15 +358,28 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     out = args.out
     if out is None:
-        spec_file = RunDir(args.run_dir).spec
-        name, configured = args.run_dir.name, None
-        if spec_file.exists():
-            stored = json.loads(spec_file.read_text(encoding="utf-8"))["spec"]
-            name, configured = stored["name"], stored["report"].get("path")
-        out = Path(configured or f"reports/{name}.md")
+        out = Path("reports") / f"{report_name(args.run_dir)}.md"
     path = write_report(args.run_dir, out)
     print(f"report: {path}")
     return 0
+
+
+def report_name(run_dir: Path) -> str:
+    """The run's name for its default report file: the stored spec's name when it is a
+    valid name (it never carries a path), else the folder's name."""
+    from harness.config.spec import NAME_RE
+
+    name = None
+    try:
+        stored = json.loads(RunDir(run_dir).spec.read_text(encoding="utf-8"))
+        name = stored["spec"]["name"]
+    except (OSError, ValueError, TypeError, KeyError):
+        pass
+    if not isinstance(name, str) or not re.fullmatch(NAME_RE, name):
+        name = Path(run_dir).resolve().name
+    if not re.fullmatch(NAME_RE, name):
+        raise UserError(f"{run_dir}: cannot name the report after this folder; give --out PATH")
+    return name
 
 
 def cmd_validate_scorer(args: argparse.Namespace) -> int:

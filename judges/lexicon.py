@@ -29,6 +29,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -128,8 +129,38 @@ class LexiconError(ValueError):
     pass
 
 
+class _NotFinite(ValueError):
+    pass
+
+
+def _no_constant(name: str) -> Any:
+    raise _NotFinite(f"{name} is not a number JSON allows")
+
+
+def _weight(value: Any, where: str) -> float:
+    """A term's weight: a finite number (text that reads as one, in CSV)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise LexiconError(f"{where}: weight {value!r} is not a number")
+    try:
+        weight = float(value)
+    except ValueError:
+        raise LexiconError(f"{where}: weight {value!r} is not a number") from None
+    if not math.isfinite(weight):
+        raise LexiconError(f"{where}: weight {value!r} is not a finite number")
+    return weight
+
+
 def read_lexicon_file(path: Path) -> list[tuple[str, str, float]]:
     """Rows (term, category, weight) from CSV/TSV/JSON; errors name the file and line."""
+    try:
+        return _read_lexicon_file(path)
+    except UnicodeDecodeError:
+        raise LexiconError(f"{path}: not UTF-8 text; save the file as UTF-8") from None
+    except csv.Error as exc:
+        raise LexiconError(f"{path}: not valid CSV ({exc})") from None
+
+
+def _read_lexicon_file(path: Path) -> list[tuple[str, str, float]]:
     suffix = path.suffix.lower()
     rows: list[tuple[str, str, float]] = []
     if suffix in (".csv", ".tsv"):
@@ -140,20 +171,15 @@ def read_lexicon_file(path: Path) -> list[tuple[str, str, float]]:
                     f"{path}: header must have 'term' and 'category' (and optional 'weight')"
                 )
             for lineno, row in enumerate(reader, start=2):
-                try:
-                    weight = float(row.get("weight") or 1.0)
-                except ValueError:
-                    raise LexiconError(
-                        f"{path}:{lineno}: weight {row.get('weight')!r} is not a number"
-                    ) from None
+                weight = _weight(row.get("weight") or 1.0, f"{path}:{lineno}")
                 term, cat = (row["term"] or "").strip().lower(), (row["category"] or "").strip()
                 if not term or not cat:
                     raise LexiconError(f"{path}:{lineno}: empty term or category")
                 rows.append((term, cat, weight))
     elif suffix == ".json":
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
+            data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
+        except (json.JSONDecodeError, _NotFinite) as exc:
             raise LexiconError(f"{path}: invalid JSON ({exc})") from None
         if not isinstance(data, dict):
             raise LexiconError(f"{path}: expected an object of category -> terms")
@@ -161,7 +187,10 @@ def read_lexicon_file(path: Path) -> list[tuple[str, str, float]]:
             if isinstance(terms, list):
                 rows += [(str(t).lower(), cat, 1.0) for t in terms]
             elif isinstance(terms, dict):
-                rows += [(str(t).lower(), cat, float(w)) for t, w in terms.items()]
+                rows += [
+                    (str(t).lower(), cat, _weight(w, f"{path}: {cat}.{t}"))
+                    for t, w in terms.items()
+                ]
             else:
                 raise LexiconError(f"{path}: category '{cat}' must map to a list or an object")
     else:

@@ -37,8 +37,16 @@ def _rows_from_file(path: Path) -> Iterable[tuple[str, Mapping[str, Any]]]:
     elif suffix in (".csv", ".tsv"):
         with path.open(newline="", encoding="utf-8") as fh:
             reader = csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ",")
-            for lineno, row in enumerate(reader, start=2):
-                yield f"{path}:{lineno}", row
+            lineno = 1
+            try:
+                for lineno, row in enumerate(reader, start=2):
+                    yield f"{path}:{lineno}", row
+            except UnicodeDecodeError:
+                raise PromptSetError(
+                    f"{path}: not UTF-8 text after line {lineno}; save the file as UTF-8"
+                ) from None
+            except csv.Error as exc:
+                raise PromptSetError(f"{path}:{lineno + 1}: not valid CSV ({exc})") from None
     else:
         raise PromptSetError(f"{path}: unknown prompt file type '{suffix}'; use .jsonl or .csv")
 
@@ -73,12 +81,22 @@ def load_prompts(src: PromptSource) -> list[Prompt]:
                 f"{where}: no '{src.text_field}' field (has: {', '.join(map(str, row))}); "
                 "set prompts.text_field"
             )
-        text = str(row[src.text_field] or "").strip()
+        raw = row[src.text_field]
+        if not isinstance(raw, str):
+            raise PromptSetError(
+                f"{where}: '{src.text_field}' must be a string (got {type(raw).__name__})"
+            )
+        text = raw.strip()
         if not text:
             raise PromptSetError(f"{where}: empty prompt text")
         id_col = src.id_field or ("id" if "id" in row else None)
         if src.id_field and src.id_field not in row:
             raise PromptSetError(f"{where}: no id field '{src.id_field}'; set prompts.id_field")
+        if id_col and (isinstance(row[id_col], bool) or not isinstance(row[id_col], str | int)):
+            raise PromptSetError(
+                f"{where}: id '{id_col}' must be a string or an integer "
+                f"(got {type(row[id_col]).__name__})"
+            )
         pid = str(row[id_col]) if id_col else text_id(text)
         if pid in seen:
             raise PromptSetError(f"{where}: duplicate prompt id '{pid}' (first at {seen[pid]})")

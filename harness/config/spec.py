@@ -30,10 +30,10 @@ from pydantic import (
     model_validator,
 )
 
-from harness.config.paths import resolve_data_path
+from harness.config.paths import climbs_out, is_absolute, resolve_data_path
 from harness.config.vectors import LibraryVector
 from harness.core.errors import SpecError
-from harness.core.params import Strict
+from harness.core.params import Seed, Strict
 from harness.core.registry import closest
 
 
@@ -93,7 +93,7 @@ class GenerationSpec(Strict):
             "in one forward pass, each row with its own vector."
         ),
     )
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    seeds: list[Seed] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
 
     @field_validator("seeds")
     @classmethod
@@ -110,7 +110,18 @@ class GenerationSpec(Strict):
         return d
 
 
-NAME_RE = r"[A-Za-z0-9][A-Za-z0-9_.\-]*"
+NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+"""Run, condition and scorer names (matched in full: a name becomes a file name)."""
+
+
+def _contained_path(v: str | None) -> str | None:
+    """A relative output path may not climb out of the current directory with ``..``."""
+    if v is not None and climbs_out(v):
+        raise ValueError(
+            f"'{v}' climbs out of the current directory with '..'; "
+            "use a path under it or an absolute path"
+        )
+    return v
 
 
 class Guard(Strict):
@@ -213,7 +224,7 @@ class SearchSpec(Strict):
     min_delta: float | None = Field(
         None, ge=0, description="Trait change (in the search's direction) a point needs to count."
     )
-    seeds: list[int] | None = Field(
+    seeds: list[Seed] | None = Field(
         None, description="Seeds used while searching; default the first."
     )
 
@@ -302,7 +313,7 @@ class SplitSpec(Strict):
 
 class ConditionSpec(Strict):
     # Sweep points get generated names such as "fear@coefficient=2,layers=8".
-    name: str = Field(pattern=r"[A-Za-z0-9][A-Za-z0-9_.\-@=,+]*")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-@=,+]*$")
     method: str = Field(description="A registered steering method or 'package.module:Class'.")
     params: dict[str, Any] = Field(default_factory=dict)
     sweep: dict[str, list[Any]] | None = Field(
@@ -340,7 +351,7 @@ class ScorerSpec(Strict):
 
 class AnalysisSpec(Strict):
     bootstrap_resamples: int = Field(2000, ge=0)
-    bootstrap_seed: int = 0
+    bootstrap_seed: Seed = 0
     coherence_threshold: float = Field(
         50.0,
         description="Texts scoring below it on a `coherence` metric count as incoherent "
@@ -350,6 +361,12 @@ class AnalysisSpec(Strict):
 
 class ReportSpec(Strict):
     path: str | None = Field(None, description="Default: reports/<name>.md")
+
+    @field_validator("path")
+    @classmethod
+    def _contained(cls, v: str | None) -> str | None:
+        return _contained_path(v)
+
     samples: int = Field(3, ge=0, description="Sample generations shown per condition.")
     max_sample_chars: int = Field(400, gt=0)
 
@@ -358,6 +375,12 @@ class Spec(Strict):
     name: str = Field(pattern=NAME_RE)
     description: str = ""
     output_dir: str | None = Field(None, description="Run directory; default runs/<name>.")
+
+    @field_validator("output_dir")
+    @classmethod
+    def _contained(cls, v: str | None) -> str | None:
+        return _contained_path(v)
+
     model: ModelSpec = Field(default_factory=ModelSpec)
     prompts: PromptSource
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
@@ -375,6 +398,8 @@ class Spec(Strict):
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
     """Folder that relative paths inside method and scorer params resolve against."""
+    _absolute_paths: list[tuple[str, str]] = PrivateAttr(default_factory=list)
+    """(field, path) of the absolute paths the spec file names (see :func:`absolute_paths`)."""
 
     @model_validator(mode="after")
     def _unique_names(self) -> Spec:
@@ -490,6 +515,12 @@ def parse_file(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SpecError(str(path), ["file not found"]) from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(
+            str(path), [f"not UTF-8 text (byte {exc.start}); save the spec as UTF-8"]
+        ) from None
+    except IsADirectoryError:
+        raise SpecError(str(path), ["is a folder, not a spec file"]) from None
     suffix = path.suffix.lower()
     try:
         if suffix == ".toml":
@@ -517,15 +548,19 @@ def validate_spec(data: dict[str, Any], source: str, base_dir: Path) -> Spec:
         raise SpecError(source, describe_errors(exc, Spec)) from None
     problems = []
     if spec.prompts.file is not None:
-        found = resolve_data_path(spec.prompts.file, base_dir)
-        if found is None:
+        if climbs_out(spec.prompts.file):
+            problems.append(
+                f"prompts.file: '{spec.prompts.file}' climbs out of the spec's folder with "
+                "'..'; move the file under it or give an absolute path"
+            )
+        elif (found := resolve_data_path(spec.prompts.file, base_dir)) is None:
             problems.append(
                 f"prompts.file: '{spec.prompts.file}' not found (looked next to the spec in "
                 f"{base_dir} and among the shipped prompt files); fix the path"
             )
         else:
             spec.prompts.file = str(found)
-    if spec.prompts.dataset is not None:
+    if spec.prompts.dataset is not None and not climbs_out(spec.prompts.dataset):
         local = resolve_data_path(spec.prompts.dataset, base_dir)
         if local is not None:
             spec.prompts.dataset = str(local)
@@ -535,8 +570,36 @@ def validate_spec(data: dict[str, Any], source: str, base_dir: Path) -> Spec:
     return spec
 
 
+PATH_KEYS = ("file", "path", "pairs", "lexicon", "dir", "prompts", "rubric", "cache")
+"""Keys of method and scorer params whose string values are (or may be) file paths."""
+
+
+def absolute_paths(data: Any, where: str = "") -> list[tuple[str, str]]:
+    """(field, path) for every absolute path a spec names: ``output_dir``, ``report.path``,
+    ``prompts.file`` and path-like keys anywhere in methods' and scorers' params, so the CLI
+    can say where a spec reads and writes outside its folder before any work starts."""
+    found: list[tuple[str, str]] = []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            here = f"{where}.{key}" if where else str(key)
+            if (
+                isinstance(value, str)
+                and any(k in str(key).lower() for k in (*PATH_KEYS, "output"))
+                and is_absolute(value)
+            ):
+                found.append((here, value))
+            else:
+                found += absolute_paths(value, here)
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            found += absolute_paths(value, f"{where}[{i}]")
+    return found
+
+
 def load_spec(path: str | Path) -> Spec:
     """Load and validate a spec file. Relative data paths resolve against its folder."""
     p = Path(path)
     data = parse_file(p)
-    return validate_spec(data, str(p), p.resolve().parent)
+    spec = validate_spec(data, str(p), p.resolve().parent)
+    spec._absolute_paths = absolute_paths(data)
+    return spec

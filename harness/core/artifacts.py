@@ -130,11 +130,68 @@ class SearchResult(TypedDict):
     rule: NotRequired[dict[str, Any]]
 
 
+_STORED = ConfigDict(extra="allow", strict=True)
+
+
+@with_config(_STORED)
+class StoredModel(TypedDict):
+    id: str
+
+
+@with_config(_STORED)
+class StoredGeneration(TypedDict):
+    seeds: list[int]
+    max_new_tokens: int
+
+
+@with_config(_STORED)
+class StoredPrompts(TypedDict):
+    file: NotRequired[str | None]
+    dataset: NotRequired[str | None]
+
+
+@with_config(_STORED)
+class StoredCondition(TypedDict):
+    name: str
+    method: str
+    params: NotRequired[dict[str, Any]]
+
+
+@with_config(_STORED)
+class StoredScorer(TypedDict):
+    type: str
+    name: NotRequired[str | None]
+    params: NotRequired[dict[str, Any]]
+
+
+@with_config(_STORED)
+class StoredReport(TypedDict):
+    samples: NotRequired[int]
+    max_sample_chars: NotRequired[int]
+    path: NotRequired[str | None]
+
+
+@with_config(_STORED)
+class StoredSpecBody(TypedDict):
+    """What the report and ``compare`` read of a stored spec (the rest passes through)."""
+
+    name: str
+    description: NotRequired[str]
+    model: StoredModel
+    prompts: StoredPrompts
+    generation: StoredGeneration
+    baseline: StoredCondition
+    conditions: list[StoredCondition]
+    scorers: list[StoredScorer]
+    report: NotRequired[StoredReport]
+
+
+@with_config(_STORED)
 class StoredSpec(TypedDict):
     """``spec.json``: the resolved spec a run directory was made from (the report needs
     only ``spec``; resuming a run also needs ``base_dir``)."""
 
-    spec: dict[str, Any]
+    spec: StoredSpecBody
     source: NotRequired[str]
     base_dir: NotRequired[str]
 

@@ -9,23 +9,100 @@ silently skipped.
 from __future__ import annotations
 
 import json
+import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
 from harness.core.errors import StoreError
+from harness.core.params import MAX_SEED
 
 _IDS_MEMO: dict[str, Any] = {}
 
 
-class JsonlStore:
-    """An append-only JSONL file of records."""
+def _is_text(v: Any) -> bool:
+    return isinstance(v, str)
 
-    def __init__(self, path: Path):
+
+def _is_seed(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_SEED
+
+
+def _is_value(v: Any) -> bool:
+    if v is None:
+        return True
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is_prompt_id(v: Any) -> bool:
+    return isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool))
+
+
+Fields = dict[str, tuple[Callable[[Any], bool], str]]
+"""Field name -> (check, what it must be): what a reader relies on in every record."""
+
+TEXT = (_is_text, "a string")
+SEED = (_is_seed, "an integer in 0..2^63-1")
+VALUE = (_is_value, "a finite number or null")
+
+GENERATION_CHECKS: Fields = {
+    "id": TEXT,
+    "condition": TEXT,
+    "prompt_id": TEXT,
+    "seed": SEED,
+    "text": TEXT,
+}
+"""What every reader of ``generations.jsonl`` relies on."""
+
+SCORE_CHECKS: Fields = {
+    "condition": TEXT,
+    "prompt_id": (_is_prompt_id, "a string or an integer"),
+    "seed": SEED,
+    "scorer": TEXT,
+    "metric": TEXT,
+    "value": VALUE,
+}
+"""What every reader of ``scores.jsonl`` relies on (foreign score files included)."""
+
+STORED_SCORE_CHECKS: Fields = {
+    "id": TEXT,
+    "generation_id": TEXT,
+    "scorer_key": TEXT,
+    **SCORE_CHECKS,
+}
+"""What the score stage relies on in the scores of its own run directory."""
+
+
+def _field_problem(obj: dict[str, Any], fields: Fields) -> str | None:
+    for name, (ok, what) in fields.items():
+        if name not in obj:
+            return f"no '{name}' field"
+        if not ok(obj[name]):
+            shown = repr(obj[name])
+            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+            return f"'{name}' must be {what} (got {shown})"
+    return None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NonFinite(f"{name} is not a number JSON allows")
+
+
+class _NonFinite(ValueError):
+    pass
+
+
+class JsonlStore:
+    """An append-only JSONL file of records; ``fields`` are checked in every record read
+    (a record that lacks one, or has it with the wrong type, is an error naming the file
+    and line, never a crash further on)."""
+
+    def __init__(self, path: Path, fields: Fields | None = None):
         self.path = Path(path)
+        self.fields = fields
 
     def repair(self) -> int:
         """Cut a torn last line (no trailing newline). Returns the number of bytes dropped."""
@@ -68,15 +145,26 @@ class JsonlStore:
                 if not raw.strip():
                     continue
                 try:
-                    obj = json.loads(raw.decode("utf-8"))
-                except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                    msg = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
+                    obj = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+                except (json.JSONDecodeError, UnicodeDecodeError, _NonFinite) as exc:
+                    msg = (
+                        exc.msg
+                        if isinstance(exc, json.JSONDecodeError)
+                        else (str(exc) if isinstance(exc, _NonFinite) else "not UTF-8")
+                    )
                     raise StoreError(
                         f"{self.path}:{lineno}: damaged record ({msg}); only a torn last "
                         "line is repaired automatically: fix or delete this line"
                     ) from None
                 if not isinstance(obj, dict):
                     raise StoreError(f"{self.path}:{lineno}: a record must be a JSON object")
+                if self.fields is not None:
+                    problem = _field_problem(obj, self.fields)
+                    if problem is not None:
+                        raise StoreError(
+                            f"{self.path}:{lineno}: damaged record ({problem}); fix or "
+                            "delete this line"
+                        )
                 yield obj
 
     def read(self) -> list[dict[str, Any]]:
@@ -92,7 +180,9 @@ class JsonlStore:
         memo = (str(self.path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
         if _IDS_MEMO.get("state") != memo:
             _IDS_MEMO.clear()  # one store's ids at a time: memory stays one set
-            _IDS_MEMO["ids"] = frozenset(str(r["id"]) for r in self.iter_dicts() if "id" in r)
+            _IDS_MEMO["ids"] = frozenset(
+                str(r["id"]) for r in JsonlStore(self.path).iter_dicts() if "id" in r
+            )
             _IDS_MEMO["state"] = memo
         return set(_IDS_MEMO["ids"])
 
@@ -115,14 +205,22 @@ def read_jsonl(
     path: Path, error: type[Exception] = ValueError
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for each non-blank line of a data file (prompts, pairs, gold
-    labels); a line that is not a JSON object raises ``error`` naming the file and line."""
-    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise error(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
-        if not isinstance(obj, dict):
-            raise error(f"{path}:{lineno}: each line must be a JSON object")
-        yield lineno, obj
+    labels); a line that is not UTF-8 or not a JSON object raises ``error`` naming the file
+    and line. Numbers must be finite: ``NaN`` and ``Infinity`` are not JSON."""
+    with Path(path).open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise error(f"{path}:{lineno}: not UTF-8 text; save the file as UTF-8") from None
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line, parse_constant=_refuse_constant)
+            except json.JSONDecodeError as exc:
+                raise error(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
+            except _NonFinite as exc:
+                raise error(f"{path}:{lineno}: {exc}; write a finite number or null") from None
+            if not isinstance(obj, dict):
+                raise error(f"{path}:{lineno}: each line must be a JSON object")
+            yield lineno, obj

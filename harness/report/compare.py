@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.core.artifacts import StoredAnalysis, StoredSpec, read_artifact
 from harness.core.files import write_text_atomic
 from harness.core.ids import utc_now
 from harness.core.rundir import RunDir
-from harness.core.store import JsonlStore
+from harness.core.store import GENERATION_CHECKS, JsonlStore
 from harness.report import plots
 from harness.report.figures import FigureRef, asset_dir, slug
 from harness.report.format import cell, figure_md, fmt, table
@@ -63,15 +64,17 @@ def load_entries(run_dirs: Sequence[Path]) -> list[RunEntry]:
         run = RunDir(d)
         if not run.analysis.exists():
             raise FileNotFoundError(f"{d}: no {run.analysis.name}; run `steer-harness analyze {d}`")
-        analysis = json.loads(run.analysis.read_text(encoding="utf-8"))
-        spec = (
-            json.loads(run.spec.read_text(encoding="utf-8"))["spec"] if run.spec.exists() else None
-        )
+        fix = f"run `steer-harness analyze {d}` to write it again"
+        analysis = dict(read_artifact(run.analysis, StoredAnalysis, fix, as_stored=True))
+        spec = None
+        if run.spec.exists():
+            fix = "run its spec file again to store it"
+            spec = read_artifact(run.spec, StoredSpec, fix, as_stored=True)["spec"]
         prompts = None
         if run.generations.exists():
             prompts = {
                 str(g["prompt_id"]): str(g.get("prompt", ""))
-                for g in JsonlStore(run.generations).iter_dicts()
+                for g in JsonlStore(run.generations, GENERATION_CHECKS).iter_dicts()
             }
         label = str(spec["name"]) if spec else d.name
         entries.append(RunEntry(label, d, analysis, spec, prompts or None))

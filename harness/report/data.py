@@ -19,17 +19,19 @@ from harness.analysis.table import Table, score_table
 from harness.core.artifacts import StoredAnalysis, StoredSpec, read_artifact
 from harness.core.manifest import read_manifest
 from harness.core.rundir import RunDir
-from harness.core.store import JsonlStore
+from harness.core.store import GENERATION_CHECKS, SCORE_CHECKS, Fields, JsonlStore
 
 
 class StoredRecords:
     """The records of an append-only store, streamed from disk on each iteration."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, fields: Fields | None = None):
         self.path = Path(path)
+        self.fields = fields
+        """The fields every record must have (checked as it is read)."""
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        return JsonlStore(self.path).iter_dicts()
+        return JsonlStore(self.path, self.fields).iter_dicts()
 
     def __bool__(self) -> bool:
         return next(iter(self), None) is not None
@@ -132,6 +134,6 @@ def load_run(run_dir: Path) -> RunData:
         dict(analysis),
         spec,
         read_manifest(run),
-        StoredRecords(run.generations) if run.generations.exists() else [],
-        scores=StoredRecords(run.scores) if run.scores.exists() else [],
+        StoredRecords(run.generations, GENERATION_CHECKS) if run.generations.exists() else [],
+        scores=StoredRecords(run.scores, SCORE_CHECKS) if run.scores.exists() else [],
     )

@@ -418,10 +418,25 @@ def make_items(
     ]
 
 
+def run_dir_problem(run_dir: Path) -> str | None:
+    """Why ``run_dir`` cannot be a run directory (it or a folder above it is a file)."""
+    for p in (run_dir, *run_dir.parents):
+        if p.exists():
+            if not p.is_dir():
+                what = "is" if p == run_dir else f"is under {p}, which is"
+                return (
+                    f"output_dir: {run_dir} {what} a file, not a folder; give another --output-dir"
+                )
+            return None
+    return None
+
+
 def build_plan(spec: Spec, source: str, run_dir: Path | None = None) -> Plan:
     """Check everything that can be checked without weights; raise SpecError listing it all."""
     run_dir = run_dir or default_run_dir(spec)
     problems: list[str] = []
+    if (bad_dir := run_dir_problem(run_dir)) is not None:
+        problems.append(bad_dir)
     info = None
     try:
         info = model_info(load_config(spec.model))

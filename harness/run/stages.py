@@ -20,7 +20,7 @@ from harness.core.manifest import Manifest
 from harness.core.records import GenerationRecord, ScoreRecord
 from harness.core.scoring import ScoringItem, close_scorer, is_final, score_batch
 from harness.core.secrets import scrub
-from harness.core.store import JsonlStore
+from harness.core.store import GENERATION_CHECKS, STORED_SCORE_CHECKS, JsonlStore
 from harness.model.loading import LoadedModel, load_model
 from harness.run.generation import Row, generate_rows
 from harness.run.plan import Plan, ResolvedCondition, WorkItem, scorer_context
@@ -193,7 +193,7 @@ def load_generations(plan: Plan, ids: set[str]) -> list[dict[str, Any]]:
     of an id wins), streamed from the store so that only the requested ones are held."""
     path = plan.run.generations
     by_id: dict[str, dict[str, Any]] = {}
-    for rec in JsonlStore(path).iter_dicts():
+    for rec in JsonlStore(path, GENERATION_CHECKS).iter_dicts():
         if rec.get("id") not in ids:
             continue
         missing = [k for k in GENERATION_FIELDS if k not in rec]
@@ -231,7 +231,7 @@ def scored_metrics(store: JsonlStore) -> dict[str, dict[str, frozenset[str]]]:
 
 
 def score_stage(plan: Plan, manifest: Manifest, models: ModelHolder | None = None) -> StageResult:
-    store = JsonlStore(plan.run.scores)
+    store = JsonlStore(plan.run.scores, STORED_SCORE_CHECKS)
     dropped = store.repair()
     if dropped:
         log.warning("%s: dropped a torn last record (%d bytes)", store.path, dropped)
@@ -322,7 +322,7 @@ def current_scores(plan: Plan) -> list[dict[str, Any]]:
     gen_ids = {it.id for it in plan.items}
     keys = {sc.key for sc in plan.scorers}
     by_id: dict[str, dict[str, Any]] = {}
-    for rec in JsonlStore(plan.run.scores).iter_dicts():
+    for rec in JsonlStore(plan.run.scores, STORED_SCORE_CHECKS).iter_dicts():
         if rec.get("generation_id") in gen_ids and rec.get("scorer_key") in keys:
             by_id[rec["id"]] = rec
     return list(by_id.values())
