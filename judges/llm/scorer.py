@@ -221,6 +221,11 @@ class JudgeScorer:
     # ---- validation -------------------------------------------------------------------
 
     @classmethod
+    def uses_device(cls, params: JudgeParams) -> bool:
+        """A remote judge runs alongside generation; the local ``hf`` one loads a model."""
+        return params.provider == "hf"
+
+    @classmethod
     def check(cls, params: JudgeParams, base_dir: Path) -> list[str]:
         """Problems found without calling the judge: templates, traits, definitions, mode."""
         problems: list[str] = []
