@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from harness.core.scoring import ScoreResult, ScorerContext, ScorerParams, ScoringItem
+from harness.core.scoring import ScorerContext, ScoreResult, ScorerParams, ScoringItem
 from harness.core.store import JsonlStore
 from harness.run.overlap import overlappable
 from harness.run.runner import open_plan, run_stages
