@@ -259,6 +259,11 @@ class LexiconScorer:
         self.lexicon = load_lexicon(params, context.base_dir)
 
     @classmethod
+    def uses_device(cls, params: LexiconParams) -> bool:
+        """Word counting: it runs alongside generation."""
+        return False
+
+    @classmethod
     def check(cls, params: LexiconParams, base_dir: Path) -> list[str]:
         try:
             load_lexicon(params, base_dir)

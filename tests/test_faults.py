@@ -255,11 +255,12 @@ def test_sigkill_in_every_stage_then_resume_loses_and_duplicates_nothing(
     trial("generate", lambda _: lines(gens) >= n_gen)
     assert n_gen <= lines(gens) < N_TEXTS
 
-    # 2. scoring, with judge requests in flight
+    # 2. scoring, with judge requests in flight (the judge needs no device, so it scores
+    # while the rest is generated: the kill may land before generation ends)
     server.reset()
     n_req = rng.randint(3, 30)
     trial("score", lambda _: len(server.requests) >= n_req and server.in_flight > 0)
-    assert lines(gens) == N_TEXTS and lines(scores) < n_scores
+    assert lines(scores) < n_scores
 
     # 3. analysis, a random moment after it began
     trial("analyze", lambda c: c.saw("stage analyze"), delay=rng.uniform(0.0, 0.25))

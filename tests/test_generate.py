@@ -10,7 +10,8 @@ import torch
 
 from harness.config.spec import GenerationSpec, ModelSpec
 from harness.model.loading import load_model
-from harness.run.generation import Row, RowGumbelSampler, generate_rows, stream_seed
+from harness.run.generation import Row, generate_rows, stream_seed
+from harness.run.sampler import CounterGumbelSampler, gumbel_noise, step_keys
 from harness.steering import MethodContext, MethodParams, NoSteering
 from harness.steering.methods.activation import ActivationParams, ActivationSteering
 from harness.steering.methods.prompt import PromptParams, PromptSteering
@@ -71,19 +72,100 @@ def test_stream_seed_depends_on_prompt_and_seed_only():
     assert len({stream_seed("p0", 0), stream_seed("p0", 1), stream_seed("p1", 0)}) == 3
 
 
-def test_noise_of_a_row_is_independent_of_its_neighbours():
-    a = RowGumbelSampler([11, 22, 33], 1.0, 1.0, 0).noise(50)
-    b = RowGumbelSampler([33, 11], 1.0, 1.0, 0).noise(50)
-    assert torch.equal(a[0], b[1]) and torch.equal(a[2], b[0])
+M32, M64 = (1 << 32) - 1, (1 << 64) - 1
+
+
+def _ref_splitmix64(seed: int, step: int) -> int:
+    """SplitMix64 (Steele et al. 2014) in plain unsigned Python integers."""
+    z = (seed + (step + 1) * 0x9E3779B97F4A7C15) & M64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+    return z ^ (z >> 31)
+
+
+def _ref_fmix32(h: int) -> int:
+    h = ((h ^ (h >> 16)) * 0x85EBCA6B) & M32
+    h = ((h ^ (h >> 13)) * 0xC2B2AE35) & M32
+    return h ^ (h >> 16)
+
+
+def _ref_gumbel(seed: int, step: int, v: int) -> float:
+    key = _ref_splitmix64(seed, step)
+    h = _ref_fmix32(_ref_fmix32((v * 0x9E3779B9 + (key & M32)) & M32) ^ (key >> 32))
+    w = ((h >> 8) + 0.5) * 2.0**-24
+    return -math.log(-math.log(w))
+
+
+def test_splitmix64_keys_match_the_reference_stream():
+    # The first output of SplitMix64 seeded with 0 (Vigna's splitmix64.c).
+    lo, hi = step_keys(torch.tensor([0], dtype=torch.int64), 0)
+    assert ((int(hi) & M32) << 32 | (int(lo) & M32)) == 0xE220A8397B1DCDAF
+    seeds = [0, 1, 12345, (1 << 63) - 1, stream_seed("p0", 3)]
+    for step in (0, 1, 17, 1000):
+        lo, hi = step_keys(torch.tensor(seeds, dtype=torch.int64), step)
+        got = [(int(h) & M32) << 32 | (int(low) & M32) for low, h in zip(lo, hi, strict=True)]
+        assert got == [_ref_splitmix64(s, step) for s in seeds]
+
+
+def test_noise_is_the_reference_hash_of_seed_step_and_token():
+    seeds = [7, stream_seed("p1", 0), (1 << 63) - 1]
+    noise = gumbel_noise(torch.tensor(seeds, dtype=torch.int64), 5, 300)
+    assert noise.dtype == torch.float32 and noise.shape == (3, 300)
+    for r, seed in enumerate(seeds):
+        for v in (0, 1, 2, 150, 299):
+            assert float(noise[r, v]) == pytest.approx(_ref_gumbel(seed, 5, v), abs=1e-5)
+
+
+def test_noise_of_a_row_is_independent_of_its_neighbours_and_of_its_position():
+    a = gumbel_noise(torch.tensor([11, 22, 33]), 4, 5000)
+    b = gumbel_noise(torch.tensor([33, 11]), 4, 5000)
+    c = gumbel_noise(torch.tensor([22]), 4, 5000)
+    assert torch.equal(a[0], b[1]) and torch.equal(a[2], b[0]) and torch.equal(a[1], c[0])
+    # and it moves on with the step, and differs between rows
+    assert not torch.equal(a, gumbel_noise(torch.tensor([11, 22, 33]), 5, 5000))
+    assert not torch.equal(a[0], a[1])
+
+
+def test_sampler_counts_steps_from_its_first_call():
+    sampler = CounterGumbelSampler([3, 4], 1.0, 1.0, 0)
+    scores = torch.zeros((2, 64))
+    first = sampler(torch.zeros((2, 9), dtype=torch.long), scores)
+    second = sampler(torch.zeros((2, 10), dtype=torch.long), scores)
+    seeds = torch.tensor([3, 4])
+    assert torch.equal(first, gumbel_noise(seeds, 0, 64))
+    assert torch.equal(second, gumbel_noise(seeds, 1, 64))
+    assert first.dtype == torch.float32
 
 
 def _frequencies(
     logits: list[float], temperature: float, top_p: float, top_k: int, n: int
 ) -> torch.Tensor:
-    sampler = RowGumbelSampler(list(range(n)), temperature, top_p, top_k)
+    sampler = CounterGumbelSampler(list(range(n)), temperature, top_p, top_k)
     scores = torch.tensor([logits] * n, dtype=torch.float32)
     picks = sampler(torch.zeros((n, 1), dtype=torch.long), scores).argmax(-1)
     return torch.bincount(picks, minlength=len(logits)).double() / n
+
+
+def test_token_frequencies_pass_a_chi_square_test_against_the_softmax():
+    from scipy.stats import chisquare
+
+    logits = torch.tensor([1.5, 0.2, -0.3, 0.9, -2.0, 0.0, 0.4, -1.1])
+    expected = torch.softmax(logits.double() / 0.8, -1)
+    n = 50000
+    # Across rows (stream seeds) at one step ...
+    sampler = CounterGumbelSampler([stream_seed("chi", s) for s in range(n)], 0.8, 1.0, 0)
+    picks = sampler.perturb(logits.expand(n, -1), 0).argmax(-1)
+    counts = torch.bincount(picks, minlength=8).double()
+    assert chisquare(counts.numpy(), (expected * n).numpy()).pvalue > 1e-3
+    # ... and along one row's stream, step after step.
+    one = CounterGumbelSampler([stream_seed("chi", 0)], 0.8, 1.0, 0)
+    steps = torch.stack([one.perturb(logits[None], t)[0] for t in range(5000)]).argmax(-1)
+    counts = torch.bincount(steps, minlength=8).double()
+    assert chisquare(counts.numpy(), (expected * 5000).numpy()).pvalue > 1e-3
+    # The test can fail: the untempered softmax is rejected.
+    wrong = torch.softmax(logits.double(), -1) * n
+    counts = torch.bincount(picks, minlength=8).double()
+    assert chisquare(counts.numpy(), wrong.numpy()).pvalue < 1e-6
 
 
 def _assert_close(freq: torch.Tensor, probs: list[float], n: int) -> None:

@@ -78,6 +78,11 @@ class PromptSource(Strict):
         return self
 
 
+SAMPLER = "counter-gumbel-1"
+"""The name of the sampler's random stream (harness/run/sampler.py): part of the content id
+of every sampled text, so texts drawn by another stream are never mixed into a run."""
+
+
 class GenerationSpec(Strict):
     max_new_tokens: int = Field(48, gt=0)
     sampling: bool = Field(True, description="false: greedy decoding.")
@@ -107,6 +112,7 @@ class GenerationSpec(Strict):
         d: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "sampling": self.sampling}
         if self.sampling:
             d |= {"temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k}
+            d["sampler"] = SAMPLER
         return d
 
 

@@ -196,6 +196,35 @@ class StoredSpec(TypedDict):
     base_dir: NotRequired[str]
 
 
+class UnitThroughput(TypedDict):
+    """One generation unit's pace in a session (wall time, store writes included)."""
+
+    conditions: list[str]
+    texts: int
+    new_tokens: int
+    seconds: float
+    texts_per_s: float
+    tokens_per_s: float
+
+
+class ScorerThroughput(TypedDict):
+    """One scorer's pace in a session: time spent in its scoring calls."""
+
+    texts: int
+    seconds: float
+    texts_per_s: float
+    overlapped: bool
+    """Scored while texts were generated (a scorer that needs no device)."""
+    calls: NotRequired[int]
+    """Requests sent, for scorers that count them (the LLM judge)."""
+    calls_per_s: NotRequired[float]
+
+
+class Throughput(TypedDict):
+    generation: list[UnitThroughput]
+    scoring: dict[str, ScorerThroughput]
+
+
 @with_config(ConfigDict(extra="allow"))
 class ManifestSession(TypedDict):
     command: str
@@ -204,6 +233,8 @@ class ManifestSession(TypedDict):
     status: str
     """``running`` while its command runs, ``ok``, ``interrupted``, ``error: ...``; read
     back, a session that never recorded its end is ``interrupted (no end recorded)``."""
+    throughput: NotRequired[Throughput]
+    """What this session generated and scored, and how fast (harness.run.throughput)."""
 
 
 @with_config(ConfigDict(extra="allow"))

@@ -173,6 +173,15 @@ def score_batch(
     return check_results(name, metrics, items, raw)
 
 
+def uses_device(scorer_cls: Any, params: Any) -> bool:
+    """Whether a scorer computes on a device (loads a model), so it must wait until the
+    generator is done with its device. A scorer class says it does not with a classmethod
+    ``uses_device(params) -> bool`` returning False (the lexicon; a remote judge); one that
+    says nothing is taken to need it, and is run after generation."""
+    says = getattr(scorer_cls, "uses_device", None)
+    return bool(says(params)) if callable(says) else True
+
+
 def close_scorer(scorer: Any) -> None:
     """Release what a scorer holds (connections, models), if it says how."""
     close = getattr(scorer, "close", None)

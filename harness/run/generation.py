@@ -1,13 +1,13 @@
 """Batched, seeded generation: one code path for the baseline and every steering method.
 
-Randomness. Sampling is done by the Gumbel-max trick inside a logits processor, with
-one ``torch.Generator`` per row seeded from (prompt id, seed) alone. Each row draws the
-same noise at every step whatever the condition, the batch it sits in, or its position
-in that batch; the model then decodes greedily over the perturbed logits. Sampling
-``argmax(logits / T + G)``, G i.i.d. standard Gumbel, is exactly sampling from
-``softmax(logits / T)`` (Gumbel 1954; Maddison et al. 2014, "A* Sampling"), and top-k /
-top-p truncation is applied before the noise. So a steered text differs from its baseline
-twin only through the intervention, and a rerun reproduces the same texts.
+Randomness. Sampling is done by the Gumbel-max trick inside a logits processor
+(:class:`harness.run.sampler.CounterGumbelSampler`): each row's noise is a counter-based
+function of its stream seed, derived from (prompt id, seed) alone, the step and the token,
+computed on the model's device for the whole batch at once. Each row draws the same noise
+at every step whatever the condition, the batch it sits in, or its position in that
+batch; the model then decodes greedily over the perturbed logits. So a steered text
+differs from its baseline twin only through the intervention, and a rerun reproduces the
+same texts.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import torch
 from harness.config.spec import GenerationSpec
 from harness.model.chat import build_messages, render
 from harness.model.loading import LoadedModel
+from harness.run.sampler import CounterGumbelSampler
 from harness.steering.base import BatchInfo, SteeringMethod
 
 
@@ -29,41 +30,6 @@ def stream_seed(prompt_id: str, seed: int) -> int:
     """The random stream of a (prompt, seed): independent of condition and batch."""
     digest = hashlib.sha256(f"{prompt_id}\x00{seed}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
-class RowGumbelSampler:
-    """A logits processor that turns greedy decoding into per-row seeded sampling."""
-
-    def __init__(self, row_seeds: Sequence[int], temperature: float, top_p: float, top_k: int):
-        self.generators = [torch.Generator(device="cpu").manual_seed(s) for s in row_seeds]
-        self.temperature = temperature
-        self.top_p = top_p
-        self.top_k = top_k
-
-    def noise(self, vocab: int) -> torch.Tensor:
-        """One row of standard Gumbel noise per generator (advances every stream one step)."""
-        u = torch.stack(
-            [torch.rand(vocab, generator=g, dtype=torch.float64) for g in self.generators]
-        )
-        u = u.clamp(min=1e-20, max=1.0 - 1e-16)
-        return -torch.log(-torch.log(u))
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if scores.shape[0] != len(self.generators):
-            raise RuntimeError("RowGumbelSampler: batch size changed during generation")
-        logits = scores.double() / self.temperature
-        if self.top_k > 0 and self.top_k < logits.shape[-1]:
-            kth = torch.topk(logits, self.top_k, dim=-1).values[..., -1:]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        if self.top_p < 1.0:
-            sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-            cum = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
-            # Drop a token when the tokens ranked above it already reach top_p.
-            drop_sorted = (cum - torch.softmax(sorted_logits, dim=-1)) >= self.top_p
-            drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-            logits = logits.masked_fill(drop, float("-inf"))
-        noisy = logits + self.noise(logits.shape[-1]).to(logits.device)
-        return noisy.to(scores.dtype)  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -117,7 +83,7 @@ def generate_rows(
         processors.append(proc)  # the method's edit comes before the sampling noise
     if gen.sampling:
         seeds = [stream_seed(r.prompt_id, r.seed) for r in rows]
-        processors.append(RowGumbelSampler(seeds, gen.temperature, gen.top_p, gen.top_k))
+        processors.append(CounterGumbelSampler(seeds, gen.temperature, gen.top_p, gen.top_k))
     with method.apply(lm, batch):
         out = lm.model.generate(**enc, generation_config=config, logits_processor=processors)
     new = out[:, prompt_length:]

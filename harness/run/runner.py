@@ -31,6 +31,7 @@ from harness.core.ids import content_id
 from harness.core.lock import RunLock
 from harness.core.manifest import Manifest
 from harness.report.markdown import write_report
+from harness.run.overlap import OverlappedScoring, overlappable
 from harness.run.plan import Plan, build_plan, load_run_spec, save_spec
 from harness.run.search import run_search
 from harness.run.stages import (
@@ -154,18 +155,30 @@ class RunSummary:
     searches: dict[str, ChosenPoint | None] = field(default_factory=dict)
 
 
-def run_stages(plan: Plan, source: str, stages: tuple[str, ...] = STAGES) -> RunSummary:
+def run_stages(
+    plan: Plan, source: str, stages: tuple[str, ...] = STAGES, overlap: bool = True
+) -> RunSummary:
     """Run ``stages`` on ``plan`` as the run directory's one writer: a second writer is
-    refused (:class:`harness.core.lock.RunInUseError`) before it writes anything."""
+    refused (:class:`harness.core.lock.RunInUseError`) before it writes anything. With
+    ``overlap``, scorers that need no device score texts while they are generated
+    (:mod:`harness.run.overlap`); the records are the same either way."""
     command = " ".join(stages)
     with RunLock(plan.run, command) as lock:
         if plan.pending_searches:  # a writer that held the lock before may have finished them
             plan = build_plan(plan.spec, source, plan.run_dir)
-        return _run_locked(plan, source, stages, command, lock.token)
+        return _run_locked(plan, source, stages, command, lock.token, overlap)
+
+
+def merge_results(a: StageResult, b: StageResult) -> StageResult:
+    """One stage's result from two parts (overlapped scorers, then the others)."""
+    details = dict(b.details)
+    for key, value in a.details.items():
+        details[key] = details.get(key, 0) + value
+    return StageResult(a.done_before + b.done_before, a.done_now + b.done_now, details)
 
 
 def _run_locked(
-    plan: Plan, source: str, stages: tuple[str, ...], command: str, token: str
+    plan: Plan, source: str, stages: tuple[str, ...], command: str, token: str, overlap_ok: bool
 ) -> RunSummary:
     save_spec(plan, source)
     manifest = Manifest(plan.run.manifest)
@@ -182,12 +195,29 @@ def _run_locked(
             # The searched conditions now resolve to their chosen points.
             plan = build_plan(plan.spec, source, plan.run_dir)
             models.plan = plan
+        overlap = None
+        both = "generate" in stages and "score" in stages
+        if overlap_ok and both and (alongside := overlappable(plan)):
+            log.info("scoring with %s alongside generation", ", ".join(s.name for s in alongside))
+            overlap = OverlappedScoring(plan, alongside).start()
         if "generate" in stages:
             log.info("stage generate")
-            summary.stages["generate"] = generate_stage(plan, manifest, models)
+            try:
+                feed = overlap.feed if overlap else None
+                summary.stages["generate"] = generate_stage(plan, manifest, models, feed)
+            except BaseException:
+                if overlap is not None:
+                    overlap.abort()
+                raise
         if "score" in stages:
             log.info("stage score")
-            summary.stages["score"] = score_stage(plan, manifest, models)
+            later = plan.scorers
+            early = StageResult()
+            if overlap is not None:
+                early = overlap.finish(manifest)
+                later = [sc for sc in plan.scorers if sc not in overlap.scorers]
+            late = score_stage(plan, manifest, models, later)
+            summary.stages["score"] = merge_results(early, late)
         if "analyze" in stages:
             log.info("stage analyze")
             analyze_plan(plan)

@@ -8,12 +8,14 @@ report inside one manifest session.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
+from harness.config.scorers import ResolvedScorer
 from harness.core.errors import StoreError
 from harness.core.ids import content_id
 from harness.core.manifest import Manifest
@@ -24,6 +26,7 @@ from harness.core.store import GENERATION_CHECKS, STORED_SCORE_CHECKS, JsonlStor
 from harness.model.loading import LoadedModel, load_model
 from harness.run.generation import Row, generate_rows
 from harness.run.plan import Plan, ResolvedCondition, WorkItem, scorer_context
+from harness.run.throughput import ThroughputLog, calls_made, unit_throughput
 from harness.steering.batched import RowwiseAddition, row_additions
 from harness.steering.hooks import Positions
 from harness.steering.restore import snapshot, verify
@@ -117,7 +120,13 @@ def _unit_method(
     return RowwiseAddition(per_row, positions)
 
 
-def generate_stage(plan: Plan, manifest: Manifest, models: ModelHolder) -> StageResult:
+OnRecords = Callable[[list[GenerationRecord]], None]
+"""Told of each batch of generation records once they are stored (overlapped scoring)."""
+
+
+def generate_stage(
+    plan: Plan, manifest: Manifest, models: ModelHolder, on_records: OnRecords | None = None
+) -> StageResult:
     store = JsonlStore(plan.run.generations)
     dropped = store.repair()
     if dropped:
@@ -140,9 +149,11 @@ def generate_stage(plan: Plan, manifest: Manifest, models: ModelHolder) -> Stage
         prepared[cond.name] = {"method": cond.method_name, "key": cond.key, **meta}
     manifest.save()
     gen = plan.spec.generation
+    pace = ThroughputLog(manifest)
     with tqdm(total=missing, desc="generate", unit="text") as bar:
         for unit in generation_units(pending, gen.conditions_per_batch):
             bar.set_postfix_str(", ".join(c.name for c in unit))
+            started, texts, new_tokens = time.perf_counter(), 0, 0
             for j in range(len(batches[unit[0].name])):
                 # Per condition, the same fixed batch as when generated alone.
                 members = [(c, batches[c.name][j]) for c in unit]
@@ -174,9 +185,16 @@ def generate_stage(plan: Plan, manifest: Manifest, models: ModelHolder) -> Stage
                             )
                         )
                 store.append(records)
+                if on_records is not None:
+                    on_records(records)
                 done.update(r.id for r in records)
                 result.done_now += len(records)
+                texts += len(records)
+                new_tokens += sum(r.n_new_tokens for r in records)
                 bar.update(len(records))
+            if texts:
+                seconds = time.perf_counter() - started
+                pace.add_unit(unit_throughput([c.name for c in unit], texts, new_tokens, seconds))
             names = ", ".join(f"'{c.name}' ({c.method_name})" for c in unit)
             verify(lm.model, before, f"condition {names}")
     return result
@@ -230,7 +248,59 @@ def scored_metrics(store: JsonlStore) -> dict[str, dict[str, frozenset[str]]]:
     }
 
 
-def score_stage(plan: Plan, manifest: Manifest, models: ModelHolder | None = None) -> StageResult:
+def describe_scorer(sc: ResolvedScorer, scorer: Any) -> dict[str, Any]:
+    """What the manifest records of a scorer: type, key, metrics and its own description."""
+    out: dict[str, Any] = {"type": sc.type_name, "key": sc.key, "metrics": list(scorer.metrics)}
+    describe: Callable[[], dict[str, Any]] | None = getattr(scorer, "describe", None)
+    if describe is not None:
+        out |= describe()
+    return out
+
+
+def score_records(
+    sc: ResolvedScorer,
+    scorer: Any,
+    batch: list[dict[str, Any]],
+    have: dict[str, frozenset[str]],
+) -> list[ScoreRecord]:
+    """Score one batch of generations (:data:`GENERATION_FIELDS` dicts) with one scorer:
+    the records of the metrics not already final in ``have`` (generation id -> metrics)."""
+    metrics = list(scorer.metrics)
+    items = [ScoringItem(g["text"], g["prompt"], g["id"], g["condition"]) for g in batch]
+    results = score_batch(scorer, sc.name, metrics, items)
+    records = []
+    none: frozenset[str] = frozenset()
+    for g, row in zip(batch, results, strict=True):
+        for metric in metrics:
+            if metric in have.get(g["id"], none):
+                continue
+            res = row[metric]
+            records.append(
+                ScoreRecord(
+                    id=content_id({"generation": g["id"], "scorer": sc.key, "metric": metric}),
+                    generation_id=g["id"],
+                    condition=g["condition"],
+                    prompt_id=g["prompt_id"],
+                    seed=g["seed"],
+                    scorer=sc.name,
+                    scorer_key=sc.key,
+                    metric=metric,
+                    value=res.value,
+                    reason=scrub(res.reason) if res.reason else None,
+                    extra=dict(res.extra),
+                )
+            )
+    return records
+
+
+def score_stage(
+    plan: Plan,
+    manifest: Manifest,
+    models: ModelHolder | None = None,
+    scorers: list[ResolvedScorer] | None = None,
+) -> StageResult:
+    """Score the stored texts with ``scorers`` (default: all the plan's), each doing only
+    the (text, metric) pairs not already final."""
     store = JsonlStore(plan.run.scores, STORED_SCORE_CHECKS)
     dropped = store.repair()
     if dropped:
@@ -241,8 +311,9 @@ def score_stage(plan: Plan, manifest: Manifest, models: ModelHolder | None = Non
     del present
     result = StageResult()
     described: dict[str, Any] = manifest.data.setdefault("scorers", {})
+    pace = ThroughputLog(manifest)
     none: frozenset[str] = frozenset()
-    for sc in plan.scorers:
+    for sc in plan.scorers if scorers is None else scorers:
         have = done.get(sc.key, {})
         # Without constructing the scorer (which may load a model), a generation is pending
         # when it has no record of this scorer or fewer metrics than others have (a kill
@@ -253,52 +324,27 @@ def score_stage(plan: Plan, manifest: Manifest, models: ModelHolder | None = Non
         if not pending_ids:
             continue
         scorer = sc.build(scorer_context(plan, models.get if models else None))
-        metrics = list(scorer.metrics)
-        wanted = set(metrics)
+        wanted = set(scorer.metrics)
         pending = load_generations(plan, {g for g in gen_ids if not wanted <= have.get(g, none)})
-        describe: Callable[[], dict[str, Any]] | None = getattr(scorer, "describe", None)
         before = described.get(sc.name) or {}
         earlier = before.get("usage") if before.get("key") == sc.key else None
-        described[sc.name] = {"type": sc.type_name, "key": sc.key, "metrics": metrics}
-        if describe is not None:
-            described[sc.name] |= describe()
+        described[sc.name] = describe_scorer(sc, scorer)
         manifest.save()
+        seconds, calls_before = 0.0, calls_made(scorer)
         with tqdm(total=len(pending), desc=f"score:{sc.name}", unit="text") as bar:
             for batch in chunks(pending, max(1, int(scorer.batch_size))):
-                items = [
-                    ScoringItem(g["text"], g["prompt"], g["id"], g["condition"]) for g in batch
-                ]
-                results = score_batch(scorer, sc.name, metrics, items)
-                records = []
-                for g, row in zip(batch, results, strict=True):
-                    for metric in metrics:
-                        res = row[metric]
-                        rid = content_id(
-                            {"generation": g["id"], "scorer": sc.key, "metric": metric}
-                        )
-                        if metric in have.get(g["id"], none):
-                            continue
-                        records.append(
-                            ScoreRecord(
-                                id=rid,
-                                generation_id=g["id"],
-                                condition=g["condition"],
-                                prompt_id=g["prompt_id"],
-                                seed=g["seed"],
-                                scorer=sc.name,
-                                scorer_key=sc.key,
-                                metric=metric,
-                                value=res.value,
-                                reason=scrub(res.reason) if res.reason else None,
-                                extra=dict(res.extra),
-                            )
-                        )
+                started = time.perf_counter()
+                records = score_records(sc, scorer, batch, have)
+                seconds += time.perf_counter() - started
                 store.append(records)
                 retry = sum(not is_final(r.model_dump()) for r in records)
                 result.details["retryable"] = result.details.get("retryable", 0) + retry
                 result.done_now += len(batch)
                 bar.update(len(batch))
                 record_usage(scorer, described[sc.name], earlier, manifest)
+        calls_after = calls_made(scorer)
+        calls = None if calls_after is None else calls_after - (calls_before or 0)
+        pace.add_scorer(sc.name, len(pending), seconds, calls, overlapped=False)
         close_scorer(scorer)
     return result
 

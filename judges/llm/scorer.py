@@ -290,6 +290,13 @@ class JudgeScorer:
     # ---- validation -------------------------------------------------------------------
 
     @classmethod
+    def uses_device(cls, params: JudgeParams) -> bool:
+        """A remote judge runs alongside generation; the local ``hf`` one loads a model. A
+        batch-API judge also waits until generation is done, so that its texts go out as one
+        job (the cheaper and faster path) rather than one small job per generated batch."""
+        return params.provider == "hf" or params.batch
+
+    @classmethod
     def check(cls, params: JudgeParams, base_dir: Path) -> list[str]:
         """Problems found without calling the judge: templates, traits, definitions, mode."""
         problems: list[str] = []

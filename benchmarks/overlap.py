@@ -1,0 +1,140 @@
+"""Scoring overlapped with generation: a run's wall time against its two halves alone.
+
+A tiny random model (tests/tiny.py, reloaded through the real loading code) generates
+the texts; the ``judge`` scorer (real ``openai`` SDK, cache off) scores them against the
+fake judge server in its own process, answering after a fixed latency (100 ms). Three
+runs, each in a fresh run directory: generation alone (``generate``), judging alone
+(``score`` on a copy of those texts), and the whole run (``generate score``), where the
+judge scores texts as they are stored. Goal: whole <= 1.1 x max(generation, judging).
+Prints the ratio and writes ``benchmarks/results/overlap.json``.
+
+    python benchmarks/overlap.py [--prompts 8] [--new-tokens 24] [--concurrency 4]
+
+The sizes are chosen so that the two halves take comparable time on a loaded 2-core
+machine; the ratio, not the seconds, is the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from conftest import spec_toml, write_prompts  # noqa: E402
+from judge_concurrency import RemoteServer  # noqa: E402
+from tiny import save_tiny  # noqa: E402
+
+from harness.core.store import JsonlStore  # noqa: E402
+from harness.run.runner import open_plan, run_stages  # noqa: E402
+
+
+def write_spec(folder: Path, model: Path, url: str, args: argparse.Namespace) -> Path:
+    extra = f'''
+[[scorers]]
+type = "judge"
+[scorers.params]
+model = "fake-judge"
+base_url = "{url}"
+api_key_env = "STEER_BENCH_JUDGE_KEY"
+traits = ["fear"]
+cache = false
+max_concurrency = {args.concurrency}
+timeout = 30.0
+'''
+    folder.mkdir(parents=True, exist_ok=True)
+    prompts = write_prompts(folder / "prompts.jsonl", args.prompts)
+    text = spec_toml(
+        model,
+        prompts,
+        extra=extra,
+        output_dir=folder / "run",
+        seeds="[0, 1]",
+        batch_size=4,
+        max_new_tokens=args.new_tokens,
+    )
+    spec = folder / "spec.toml"
+    spec.write_text(text)
+    return spec
+
+
+def timed(spec: Path, stages: tuple[str, ...], run_dir: Path | None = None) -> float:
+    plan, source = open_plan(run_dir or spec)
+    start = time.perf_counter()
+    run_stages(plan, source, stages)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--prompts", type=int, default=8)
+    ap.add_argument("--new-tokens", type=int, default=24)
+    ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--latency", type=float, default=0.1)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/overlap.json")
+    args = ap.parse_args()
+    logging.disable(logging.WARNING)
+    os.environ["STEER_BENCH_JUDGE_KEY"] = "sk-bench"
+    server = RemoteServer(args.latency)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            model = save_tiny(work / "model")
+            # warm-up: imports, model load code paths, the client's connection
+            warm = write_spec(work / "warm", model, server.openai_url, args)
+            timed(warm, ("generate", "score"))
+            alone = write_spec(work / "alone", model, server.openai_url, args)
+            t_gen = timed(alone, ("generate",))
+            judged = work / "judged"
+            shutil.copytree(work / "alone", judged)
+            judged_spec = judged / "spec.toml"
+            judged_spec.write_text(
+                judged_spec.read_text().replace(str(work / "alone"), str(judged))
+            )
+            t_judge = timed(judged_spec, ("score",))
+            whole = write_spec(work / "whole", model, server.openai_url, args)
+            t_whole = timed(whole, ("generate", "score"))
+            n_texts = len(JsonlStore(work / "whole" / "run" / "generations.jsonl").read())
+            n_scores = len(JsonlStore(work / "whole" / "run" / "scores.jsonl").read())
+            assert n_scores == len(JsonlStore(judged / "run" / "scores.jsonl").read())
+    finally:
+        server.close()
+    ratio = t_whole / max(t_gen, t_judge)
+    report = {
+        "texts": n_texts,
+        "score_records": n_scores,
+        "judge_latency_s": args.latency,
+        "judge_concurrency": args.concurrency,
+        "generation_s": round(t_gen, 3),
+        "judging_s": round(t_judge, 3),
+        "whole_run_s": round(t_whole, 3),
+        "sequential_sum_s": round(t_gen + t_judge, 3),
+        "ratio": round(ratio, 3),
+        "goal": 1.1,
+        "machine": platform.platform(),
+        "load_average": list(os.getloadavg()),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(
+        f"generation alone {t_gen:.2f} s, judging alone {t_judge:.2f} s, "
+        f"whole run {t_whole:.2f} s (sum {t_gen + t_judge:.2f} s)"
+    )
+    print(f"results: {args.out}")
+    print(f"overlap: {ratio:.2f}x max(generation, judging) (goal <= 1.1)")
+
+
+if __name__ == "__main__":
+    main()
