@@ -154,7 +154,8 @@ def run_search(plan: Plan, cond: ConditionSpec, models: ModelHolder) -> SearchRe
             mini = Plan(
                 spec, points_dir, conditions, scorers, plan.selection_prompts, items, plan.model_key
             )
-            generate_stage(mini, manifest, models)
+            # One point at a time is too little work to hand out to an engine's workers.
+            generate_stage(mini, manifest, models, local=True)
             score_stage(mini, manifest, models)
             result = evaluate(mini, baseline.name, name, search)
             trajectory.append(
