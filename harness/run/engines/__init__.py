@@ -6,7 +6,7 @@ only when it is chosen.
 
 from __future__ import annotations
 
-import importlib.util
+from importlib.util import find_spec
 from collections.abc import Callable, Sequence
 
 from harness.config.spec import ExecutionSpec, GenerationSpec, ModelSpec
@@ -24,7 +24,7 @@ RAY_MISSING = (
 
 def engine_problem(execution: ExecutionSpec) -> str | None:
     """Why this engine cannot run here (a missing package), found without importing it."""
-    if execution.engine == "ray" and importlib.util.find_spec("ray") is None:
+    if execution.engine == "ray" and find_spec("ray") is None:
         return RAY_MISSING
     return None
 
