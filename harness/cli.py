@@ -51,6 +51,13 @@ def seed_arg(text: str) -> int:
     return value
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def _add_overrides(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--output-dir", help="run directory (default: output_dir in the spec, else runs/<name>)"
@@ -58,6 +65,17 @@ def _add_overrides(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="override model.device (auto, cpu, cuda, cuda:N, mps)")
     p.add_argument(
         "--dtype", choices=["auto", "float32", "float16", "bfloat16"], help="override model.dtype"
+    )
+    p.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        help="override execution.engine: generate here, or on Ray actors (one model each)",
+    )
+    p.add_argument(
+        "--address", help="override execution.address: the Ray cluster to join ('auto', host:port)"
+    )
+    p.add_argument(
+        "--workers", type=_positive_int, help="override execution.workers: Ray actors to start"
     )
 
 
@@ -248,6 +266,9 @@ def cmd_run(args: argparse.Namespace, stages: tuple[str, ...]) -> int:
         report_path=getattr(args, "report", None),
         device=getattr(args, "device", None),
         dtype=getattr(args, "dtype", None),
+        engine=getattr(args, "engine", None),
+        address=getattr(args, "address", None),
+        workers=getattr(args, "workers", None),
     )
     plan, source = open_plan(args.target, ov)
     _say_absolute_paths(plan)
@@ -286,6 +307,7 @@ def judge_usage(run_dir: Path) -> dict[str, dict[str, Any]]:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from harness.run.engines import engine_problem
     from harness.run.runner import open_plan
 
     plan, _ = open_plan(args.target)
@@ -296,6 +318,15 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"  conditions: {', '.join(c.name for c in plan.conditions)}")
     print(f"  scorers: {', '.join(s.name for s in plan.scorers)}")
     print(f"  generations planned: {len(plan.items)}; run directory: {plan.run_dir}")
+    execution = plan.spec.execution
+    if execution.engine != "local":
+        where = execution.address or "RAY_ADDRESS, else a local cluster"
+        workers = execution.workers or "as many as fit"
+        print(f"  engine: {execution.engine} ({where}; workers: {workers})")
+    problem = engine_problem(execution)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     if plan.selection_prompts:
         print(
             f"  search: {len(plan.selection_prompts)} prompts for selection, "

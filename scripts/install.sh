@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
 TORCH_SPEC="${TORCH_SPEC-torch==2.13.0}"
 extras="embed,locate"
-[[ "${1:-}" == "--dev" ]] && extras="embed,locate,dev"
+# --dev adds ray too, so CI runs the Ray engine's tests (about 80 MB download, 250 MB installed).
+[[ "${1:-}" == "--dev" ]] && extras="embed,locate,ray,dev"
 
 if [[ ! -x .venv/bin/python ]]; then
   "$PY" -m venv .venv

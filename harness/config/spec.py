@@ -130,6 +130,46 @@ def _contained_path(v: str | None) -> str | None:
     return v
 
 
+class ExecutionSpec(Strict):
+    """Where generation runs. Engines change where texts are made, never which texts: the
+    records, ids and texts of every engine are those of the local one, so this section is
+    not part of any content id."""
+
+    engine: Literal["local", "ray"] = Field(
+        "local", description="local: this process; ray: Ray actors, one model replica each."
+    )
+    address: str | None = Field(
+        None,
+        description=(
+            "ray: the cluster to join ('auto', 'ray://host:10001', 'host:6379'); default "
+            "RAY_ADDRESS, else a local cluster started for the run."
+        ),
+    )
+    workers: int | None = Field(
+        None, gt=0, description="ray: actors to start; default: as many as the cluster fits."
+    )
+    num_gpus: float | None = Field(
+        None,
+        ge=0,
+        description="ray: GPUs per actor (fractional shares a GPU); default 1 with GPUs, else 0.",
+    )
+    num_cpus: float = Field(1.0, gt=0, description="ray: CPUs per actor (its torch threads).")
+    max_retries: int = Field(
+        3, ge=0, description="ray: times a task is retried on another actor after its actor died."
+    )
+    batches_per_task: int = Field(
+        4,
+        gt=0,
+        description=(
+            "ray: fixed batches of one unit an actor generates per call; fewer return "
+            "results sooner and lose less when an actor dies."
+        ),
+    )
+
+
+NAME_RE = r"[A-Za-z0-9][A-Za-z0-9_.\-]*"
+
+
 class Guard(Strict):
     """A coherence bound a search point must meet: one of min, max, min_ratio, max_ratio.
 
@@ -401,6 +441,7 @@ class Spec(Strict):
     split: SplitSpec = Field(default_factory=SplitSpec)
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
     report: ReportSpec = Field(default_factory=ReportSpec)
+    execution: ExecutionSpec = Field(default_factory=ExecutionSpec)
 
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
     """Folder that relative paths inside method and scorer params resolve against."""

@@ -58,3 +58,7 @@ class ModelNotRestoredError(UserError, RuntimeError):
 
 class LocateError(UserError, ValueError):
     """A localisation (``steer-harness locate``) that cannot run as asked."""
+
+
+class EngineError(UserError, RuntimeError):
+    """A generation engine that cannot start, or a task that failed on every worker tried."""

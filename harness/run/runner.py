@@ -53,6 +53,9 @@ class Overrides:
     report_path: str | None = None
     device: str | None = None
     dtype: str | None = None
+    engine: str | None = None
+    address: str | None = None
+    workers: int | None = None
 
 
 def open_plan(target: str | Path, overrides: Overrides | None = None) -> tuple[Plan, str]:
@@ -75,6 +78,13 @@ def open_plan(target: str | Path, overrides: Overrides | None = None) -> tuple[P
         updates["dtype"] = ov.dtype
     if updates:
         spec.model = spec.model.model_copy(update=updates)
+    execution = {
+        k: v
+        for k, v in (("engine", ov.engine), ("address", ov.address), ("workers", ov.workers))
+        if v is not None
+    }
+    if execution:
+        spec.execution = spec.execution.model_copy(update=execution)
     if ov.output_dir:
         run_dir = Path(ov.output_dir)
     if ov.report_path:

@@ -229,7 +229,8 @@ def run_search(plan: Plan, cond: ConditionSpec, models: ModelHolder) -> SearchRe
         mini = Plan(
             spec, points_dir, conditions, scorers, plan.selection_prompts, items, plan.model_key
         )
-        generate_stage(mini, manifest, models)
+        # A step's points are little work to hand out to an engine's workers.
+        generate_stage(mini, manifest, models, local=True)
         score_stage(mini, manifest, models)
         for layer, c, point in points:
             result = evaluate(mini, baseline.name, point.name, search)

@@ -24,12 +24,12 @@ from harness.core.scoring import ScoringItem, close_scorer, is_final, score_batc
 from harness.core.secrets import scrub
 from harness.core.store import GENERATION_CHECKS, STORED_SCORE_CHECKS, JsonlStore
 from harness.model.loading import LoadedModel, load_model
-from harness.run.generation import Row, generate_rows
+from harness.run.engines import open_engine
+from harness.run.engines.base import BatchResult, BatchTask, UnitTask
+from harness.run.engines.base import generation_units as generation_units
+from harness.run.generation import Row
 from harness.run.plan import Plan, ResolvedCondition, WorkItem, scorer_context
 from harness.run.throughput import ThroughputLog, calls_made, unit_throughput
-from harness.steering.batched import RowwiseAddition, row_additions
-from harness.steering.hooks import Positions
-from harness.steering.restore import snapshot, verify
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -78,46 +78,27 @@ class ModelHolder:
         return self._lm
 
 
-def generation_units(
-    conditions: list[ResolvedCondition], per_batch: int
-) -> list[list[ResolvedCondition]]:
-    """Conditions generated together: additive ones that steer the same positions are
-    stacked up to ``per_batch`` at a time (the baseline, adding nothing, stacks with any);
-    every other condition is a unit of its own. Methods must be prepared already."""
-    if per_batch <= 1:
-        return [[c] for c in conditions]
-    units: list[list[ResolvedCondition]] = []
-    stackable: list[tuple[Positions, list[ResolvedCondition]]] = []
-    for cond in conditions:
-        adds = row_additions(cond.method)
-        if adds is None:
-            units.append([cond])
-            continue
-        # A condition that adds nothing fits any unit; others need the same positions.
-        positions = cond.method.positions if adds else None
-        unit = next(
-            (u for p, u in stackable if positions in (None, p) and len(u) < per_batch), None
-        )
-        if unit is None:
-            unit = []
-            units.append(unit)
-            stackable.append((positions or "all", unit))
-        unit.append(cond)
-    return units
-
-
-def _unit_method(
-    unit: list[ResolvedCondition], members: list[tuple[ResolvedCondition, list[WorkItem]]]
-) -> Any:
-    """The method that steers one unit's batch: the condition's own, or row-wise additions."""
-    if len(unit) == 1:
-        return unit[0].method
-    per_row = [row_additions(c.method) or {} for c, batch in members for _ in batch]
-    positions: Positions = "all"
-    for c, _ in members:
-        if row_additions(c.method):
-            positions = c.method.positions
-    return RowwiseAddition(per_row, positions)
+def generation_tasks(
+    plan: Plan, units: list[list[str]], done: set[str], per_task: int | None
+) -> list[UnitTask]:
+    """The missing work as tasks: per unit, its fixed batches that still lack a text, in
+    groups of ``per_task`` (None: one task per unit)."""
+    batches = {c.name: batch_plan(plan, c.name) for c in plan.conditions}
+    tasks = []
+    for unit in units:
+        todo = []
+        for j in range(len(batches[unit[0]])):
+            # Per condition, the same fixed batch as when generated alone.
+            members = [(c, batches[c][j]) for c in unit]
+            members = [(c, b) for c, b in members if any(it.id not in done for it in b)]
+            if members:
+                its = [it for _, b in members for it in b]
+                rows = tuple(Row(it.prompt.id, it.prompt.text, it.seed) for it in its)
+                ids = tuple(it.id for it in its)
+                todo.append(BatchTask(j, tuple(c for c, _ in members), rows, ids))
+        for group in chunks(todo, per_task or max(1, len(todo))):
+            tasks.append(UnitTask(tuple(unit), tuple(group)))
+    return tasks
 
 
 OnRecords = Callable[[list[GenerationRecord]], None]
@@ -125,8 +106,17 @@ OnRecords = Callable[[list[GenerationRecord]], None]
 
 
 def generate_stage(
-    plan: Plan, manifest: Manifest, models: ModelHolder, on_records: OnRecords | None = None
+    plan: Plan,
+    manifest: Manifest,
+    models: ModelHolder,
+    on_records: OnRecords | None = None,
+    local: bool = False,
 ) -> StageResult:
+    """Generate every missing text through the spec's engine (``local``: in this process
+    whatever the spec says); this process alone appends the records, batch by batch, and
+    hands each stored batch to ``on_records``. Throughput per unit is the driver's wall
+    time between results, so with parallel workers the units' seconds add up to the
+    stage's wall time."""
     store = JsonlStore(plan.run.generations)
     dropped = store.repair()
     if dropped:
@@ -137,67 +127,83 @@ def generate_stage(
     missing = len(wanted - done)
     if missing == 0:
         return result
-    batches = {c.name: batch_plan(plan, c.name) for c in plan.conditions}
-    pending = [
-        c for c in plan.conditions if any(it.id not in done for b in batches[c.name] for it in b)
-    ]
-    lm = models.get()
-    prepared: dict[str, Any] = manifest.data.setdefault("conditions", {})
-    before = snapshot(lm.model)
-    for cond in pending:
-        meta = cond.method.prepare(lm)
-        prepared[cond.name] = {"method": cond.method_name, "key": cond.key, **meta}
-    manifest.save()
+    todo = {it.condition for it in plan.items if it.id not in done}
+    pending = [c for c in plan.conditions if c.name in todo]
+    execution = plan.spec.execution
+    if local:
+        execution = execution.model_copy(update={"engine": "local"})
     gen = plan.spec.generation
+    engine = open_engine(execution, plan.spec.model, gen, pending, models.get)
+    prepared: dict[str, Any] = manifest.data.setdefault("conditions", {})
+    by_name = {c.name: c for c in pending}
     pace = ThroughputLog(manifest)
-    with tqdm(total=missing, desc="generate", unit="text") as bar:
-        for unit in generation_units(pending, gen.conditions_per_batch):
-            bar.set_postfix_str(", ".join(c.name for c in unit))
-            started, texts, new_tokens = time.perf_counter(), 0, 0
-            for j in range(len(batches[unit[0].name])):
-                # Per condition, the same fixed batch as when generated alone.
-                members = [(c, batches[c.name][j]) for c in unit]
-                members = [(c, b) for c, b in members if any(it.id not in done for it in b)]
-                if not members:
-                    continue
-                rows = [Row(it.prompt.id, it.prompt.text, it.seed) for _, b in members for it in b]
-                outputs = iter(generate_rows(lm, _unit_method(unit, members), rows, gen))
-                records = []
-                for cond, batch in members:
-                    for it in batch:
-                        out = next(outputs)
-                        if it.id in done:
-                            continue
-                        records.append(
-                            GenerationRecord(
-                                id=it.id,
-                                condition=cond.name,
-                                method=cond.method_name,
-                                prompt_id=it.prompt.id,
-                                seed=it.seed,
-                                prompt=it.prompt.text,
-                                rendered_prompt=out.rendered_prompt,
-                                text=out.text,
-                                n_prompt_tokens=out.n_prompt_tokens,
-                                n_new_tokens=out.n_new_tokens,
-                                finish=out.finish,
-                                model=plan.spec.model.id,
-                            )
-                        )
+    paced: dict[tuple[str, ...], list[float]] = {}  # unit -> [texts, new tokens, seconds]
+    try:
+        units, meta = engine.units(gen.conditions_per_batch)
+        prepared.update(meta)
+        manifest.save()
+        per_task = execution.batches_per_task if execution.engine != "local" else None
+        tasks = generation_tasks(plan, units, done, per_task)
+        model_set = execution.engine == "local"  # the local model was recorded on loading
+        with tqdm(total=missing, desc="generate", unit="text") as bar:
+            last = time.perf_counter()
+            for res in engine.generate(tasks):
+                if res.prepared or (res.model is not None and not model_set):
+                    prepared.update(res.prepared)
+                    if res.model is not None and not model_set:
+                        manifest.set_model(res.model.fingerprint, res.model.device, res.model.dtype)
+                        model_set = True
+                    manifest.save()
+                bar.set_postfix_str(", ".join(res.task.unit))
+                records = _records(plan, res, by_name, done)
                 store.append(records)
                 if on_records is not None:
                     on_records(records)
                 done.update(r.id for r in records)
                 result.done_now += len(records)
-                texts += len(records)
-                new_tokens += sum(r.n_new_tokens for r in records)
                 bar.update(len(records))
+                now = time.perf_counter()
+                figures = paced.setdefault(res.task.unit, [0, 0, 0.0])
+                figures[0] += len(records)
+                figures[1] += sum(r.n_new_tokens for r in records)
+                figures[2] += now - last
+                last = now
+    finally:
+        engine.close()
+        for unit, (texts, new_tokens, seconds) in paced.items():
             if texts:
-                seconds = time.perf_counter() - started
-                pace.add_unit(unit_throughput([c.name for c in unit], texts, new_tokens, seconds))
-            names = ", ".join(f"'{c.name}' ({c.method_name})" for c in unit)
-            verify(lm.model, before, f"condition {names}")
+                pace.add_unit(unit_throughput(list(unit), int(texts), int(new_tokens), seconds))
     return result
+
+
+def _records(
+    plan: Plan, res: BatchResult, conditions: dict[str, ResolvedCondition], done: set[str]
+) -> list[GenerationRecord]:
+    """The generation records of one batch's outputs, less those already in the store."""
+    batch = res.batch
+    size = len(batch.rows) // len(batch.members)
+    records = []
+    for k, (row, gid, out) in enumerate(zip(batch.rows, batch.ids, res.outputs, strict=True)):
+        if gid in done:
+            continue
+        cond = conditions[batch.members[k // size]]
+        records.append(
+            GenerationRecord(
+                id=gid,
+                condition=cond.name,
+                method=cond.method_name,
+                prompt_id=row.prompt_id,
+                seed=row.seed,
+                prompt=row.prompt,
+                rendered_prompt=out.rendered_prompt,
+                text=out.text,
+                n_prompt_tokens=out.n_prompt_tokens,
+                n_new_tokens=out.n_new_tokens,
+                finish=out.finish,
+                model=plan.spec.model.id,
+            )
+        )
+    return records
 
 
 # --- reading the stores (streamed: only ids, or the fields a stage needs, are kept) ---

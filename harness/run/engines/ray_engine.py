@@ -1,0 +1,266 @@
+"""The Ray engine: generation tasks handed to Ray actors, one model replica each.
+
+The driver (this process) plans, dispatches :class:`~harness.run.engines.base.UnitTask` s
+to idle actors and yields their outputs as they come back; it alone writes the stores, so
+the run directory keeps its one writer. Each actor loads the model from the spec's model
+section (:func:`harness.model.loading.load_model`) on the GPU share Ray gives it (or on
+CPU), prepares the conditions it is given and runs the same
+:class:`~harness.run.engines.base.UnitRunner` as the local engine; texts, ids and records
+are therefore those of the local engine.
+
+Faults: an actor that dies (process killed, node lost) has its task given to another
+actor, and a fresh actor takes its place; a task whose actors died more than
+``max_retries`` times stops the run with an error naming the unit. An error raised by the
+generation itself (a bad spec, a method that does not restore the model) is not retried:
+it would fail again the same way. A driver killed mid-run takes its actors with it (they
+belong to its Ray job), and the next run resumes from the store like any other.
+
+Ray is imported here only, and this module only when ``engine = "ray"``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections import Counter, deque
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from harness.config.spec import ExecutionSpec, GenerationSpec, ModelSpec
+from harness.core.errors import EngineError
+from harness.run.engines.base import BatchResult, UnitRunner, Units, UnitTask
+from harness.run.plan import ResolvedCondition
+
+log = logging.getLogger(__name__)
+
+
+class GenerationWorker:
+    """The body of one Ray actor: one model replica and its prepared conditions."""
+
+    def __init__(
+        self,
+        model: ModelSpec,
+        gen: GenerationSpec,
+        conditions: list[ResolvedCondition],
+        threads: int,
+    ):
+        import torch
+
+        from harness.model.loading import load_model
+
+        torch.set_num_threads(threads)
+        self.runner = UnitRunner(load_model(model), conditions, gen)
+
+    def ready(self) -> dict[str, Any]:
+        """Who this actor is: its process id, node and the device its model sits on."""
+        import ray
+
+        return {
+            "pid": os.getpid(),
+            "node": ray.util.get_node_ip_address(),
+            "device": self.runner.lm.device,
+        }
+
+    def units(self, per_batch: int) -> Units:
+        return self.runner.units(per_batch)
+
+    def run(self, task: UnitTask) -> list[BatchResult]:
+        return list(self.runner.run(task))
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
+class RayEngine:
+    """Dispatches tasks to ``workers`` actors on a Ray cluster (joined or started here)."""
+
+    def __init__(
+        self,
+        execution: ExecutionSpec,
+        model: ModelSpec,
+        gen: GenerationSpec,
+        conditions: Sequence[ResolvedCondition],
+    ):
+        import ray
+
+        self.ray = ray
+        self.execution = execution
+        self.model = model
+        self.gen = gen
+        self.conditions = list(conditions)
+        self.owns_ray = not ray.is_initialized()
+        if self.owns_ray:
+            try:
+                ray.init(address=execution.address, logging_level=logging.WARNING)
+            except (ConnectionError, ValueError, RuntimeError) as exc:
+                where = execution.address or os.environ.get("RAY_ADDRESS") or "a local cluster"
+                raise EngineError(
+                    f"execution.address: cannot join or start Ray ({where}): {_first_line(exc)}"
+                ) from exc
+        resources = ray.cluster_resources()
+        gpus = float(resources.get("GPU", 0.0))
+        cpus = float(resources.get("CPU", 0.0))
+        per_gpu = execution.num_gpus if execution.num_gpus is not None else min(1.0, gpus)
+        if per_gpu > gpus:
+            raise EngineError(
+                f"execution.num_gpus: {per_gpu:g} GPU(s) per actor, but the Ray cluster has "
+                f"{gpus:g}; lower num_gpus, or set it to 0 for CPU actors"
+            )
+        if execution.num_cpus > cpus:
+            raise EngineError(
+                f"execution.num_cpus: {execution.num_cpus:g} CPU(s) per actor, but the Ray "
+                f"cluster has {cpus:g}; lower num_cpus"
+            )
+        self.num_gpus = per_gpu
+        fits = gpus / per_gpu if per_gpu > 0 else cpus / execution.num_cpus
+        self.workers = execution.workers or max(1, math.floor(fits + 1e-9))
+        self.actor_cls = ray.remote(
+            num_cpus=execution.num_cpus, num_gpus=per_gpu, max_restarts=0, max_task_retries=0
+        )(GenerationWorker)
+        self.actors: dict[int, Any] = {}
+        """Live actors by slot number (a replacement gets a new slot)."""
+        self.pids: dict[int, int] = {}
+        """Process id of each ready actor, by slot."""
+        self.busy: set[int] = set()
+        """Slots with a task in flight."""
+        self.lost = 0
+        self.retried: list[str] = []
+        """The tasks given to another actor after theirs died, in order."""
+        self._next_slot = 0
+        self._conditions_ref: Any = None
+        self._ready: list[int] = []
+        """Actors already started and idle when generation begins."""
+
+    def _spawn(self) -> int:
+        if self._conditions_ref is None:
+            self._conditions_ref = self.ray.put(self.conditions)
+        slot = self._next_slot
+        self._next_slot += 1
+        threads = max(1, math.floor(self.execution.num_cpus))
+        self.actors[slot] = self.actor_cls.remote(
+            self.model, self.gen, self._conditions_ref, threads
+        )
+        return slot
+
+    def _drop(self, slot: int) -> None:
+        actor = self.actors.pop(slot, None)
+        self.busy.discard(slot)
+        self.pids.pop(slot, None)
+        if actor is not None:
+            self.ray.kill(actor, no_restart=True)
+
+    def _actor_died(self, slot: int, exc: Any) -> None:
+        """Forget a dead actor; a creation error (the model cannot load) is not retried."""
+        if exc.actor_init_failed:
+            raise EngineError(f"a Ray actor could not load the model: {_first_line(exc)}") from exc
+        self._drop(slot)
+        self.lost += 1
+        log.warning("ray: actor %d died (%s)", slot, _first_line(exc))
+
+    @staticmethod
+    def _raise_task_error(exc: Any) -> None:
+        """Re-raise what the generation itself raised (a user error stays one line)."""
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, Exception):
+            raise cause from exc
+        raise exc
+
+    def units(self, per_batch: int) -> Units:
+        """Single conditions need no model; stacking them needs their additions, so one
+        actor prepares every condition first and groups them (it then generates too)."""
+        names = [c.name for c in self.conditions]
+        if per_batch <= 1:
+            return [[n] for n in names], {}
+        ray = self.ray
+        for _ in range(self.execution.max_retries + 1):
+            slot = self._spawn()
+            try:
+                info = ray.get(self.actors[slot].ready.remote())
+                groups, meta = ray.get(self.actors[slot].units.remote(per_batch))
+            except ray.exceptions.RayActorError as exc:
+                self._actor_died(slot, exc)
+                continue
+            except ray.exceptions.RayTaskError as exc:
+                self._raise_task_error(exc)
+            self.pids[slot] = int(info["pid"])
+            self._ready.append(slot)
+            return groups, meta
+        raise EngineError(
+            f"preparing conditions {', '.join(names)}: {self.lost} Ray actor(s) died "
+            f"(execution.max_retries = {self.execution.max_retries})"
+        )
+
+    def generate(self, tasks: Sequence[UnitTask]) -> Iterator[BatchResult]:
+        ray = self.ray
+        if not tasks:
+            return
+        n = min(self.workers, len(tasks))
+        max_lost = n * (self.execution.max_retries + 1)
+        log.info(
+            "ray: %d actor(s), %g GPU and %g CPU each, for %d task(s)",
+            n,
+            self.num_gpus,
+            self.execution.num_cpus,
+            len(tasks),
+        )
+        queue: deque[int] = deque(range(len(tasks)))
+        failures: Counter[int] = Counter()
+        idle: deque[int] = deque(self._ready)
+        self._ready = []
+        inflight: dict[Any, tuple[int, int | None]] = {}  # ref -> (slot, task or None: ready)
+        for _ in range(n - len(idle)):
+            slot = self._spawn()
+            inflight[self.actors[slot].ready.remote()] = (slot, None)
+        while queue or any(t is not None for _, t in inflight.values()):
+            while queue and idle:
+                slot, task_index = idle.popleft(), queue.popleft()
+                inflight[self.actors[slot].run.remote(tasks[task_index])] = (slot, task_index)
+                self.busy.add(slot)
+            [ref], _ = ray.wait(list(inflight), num_returns=1)
+            slot, index = inflight.pop(ref)
+            try:
+                value = ray.get(ref)
+            except ray.exceptions.RayActorError as exc:
+                self._actor_died(slot, exc)
+                if index is not None:
+                    failures[index] += 1
+                    if failures[index] > self.execution.max_retries:
+                        raise EngineError(
+                            f"{tasks[index].describe()}: its Ray actor died "
+                            f"{failures[index]} time(s) (execution.max_retries = "
+                            f"{self.execution.max_retries}); last: {_first_line(exc)}"
+                        ) from exc
+                    log.warning("ray: %s goes to another actor", tasks[index].describe())
+                    queue.appendleft(index)
+                    self.retried.append(tasks[index].describe())
+                if self.lost > max_lost:
+                    raise EngineError(
+                        f"{self.lost} Ray actors died during generation; last: {_first_line(exc)}"
+                    ) from exc
+                fresh = self._spawn()
+                inflight[self.actors[fresh].ready.remote()] = (fresh, None)
+                continue
+            except ray.exceptions.RayTaskError as exc:
+                self._raise_task_error(exc)
+            self.busy.discard(slot)
+            idle.append(slot)
+            if index is None:
+                self.pids[slot] = int(value["pid"])
+                log.info(
+                    "ray: actor %d ready: pid %s on %s (%s)",
+                    slot,
+                    value["pid"],
+                    value["node"],
+                    value["device"],
+                )
+                continue
+            yield from value
+
+    def close(self) -> None:
+        for slot in list(self.actors):
+            self._drop(slot)
+        if self.owns_ray:
+            self.ray.shutdown()
