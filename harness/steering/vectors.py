@@ -82,16 +82,24 @@ class SteeringVector:
 
     @classmethod
     def load(cls, path: Path) -> SteeringVector:
+        """Read ``layer.<i>`` tensors, or one ``[n_layers, hidden]`` tensor whose rows are the
+        layers listed in the metadata's ``layers`` (a JSON list or ``"0,1,2"``), the layout
+        of Steering-Memory and other tools that save all layers as one matrix."""
         try:
             with safe_open(str(path), framework="pt") as fh:
                 raw_meta = fh.metadata() or {}
-                directions = {}
-                for key in fh.keys():  # noqa: SIM118 (safe_open is not a dict)
-                    if not key.startswith("layer."):
-                        raise VectorFileError(
-                            f"{path}: tensor '{key}' is not named 'layer.<index>'"
-                        )
-                    directions[int(key.split(".", 1)[1])] = fh.get_tensor(key)
+                keys = list(fh.keys())
+                if len(keys) == 1 and not keys[0].startswith("layer."):
+                    directions = _rows_by_layer(path, keys[0], fh.get_tensor(keys[0]), raw_meta)
+                else:
+                    directions = {}
+                    for key in keys:
+                        if not key.startswith("layer."):
+                            raise VectorFileError(
+                                f"{path}: tensor '{key}' is not named 'layer.<index>' (a file "
+                                "holds layer.<i> tensors, or one [n_layers, hidden] tensor)"
+                            )
+                        directions[int(key.split(".", 1)[1])] = fh.get_tensor(key)
         except VectorFileError:
             raise
         except Exception as exc:  # safetensors' own error type is not an OSError
@@ -118,6 +126,36 @@ class SteeringVector:
         edits = {i: add_vector(self.directions[i], coefficient) for i in use}
         with edit_residual(lm.layers, edits, positions, prompt_length):
             yield
+
+
+def _rows_by_layer(
+    path: Path, name: str, matrix: torch.Tensor, meta: dict[str, str]
+) -> dict[int, torch.Tensor]:
+    """The rows of one ``[n_layers, hidden]`` tensor, keyed by the metadata's layer list."""
+    if matrix.dim() != 2:
+        raise VectorFileError(
+            f"{path}: tensor '{name}' has shape {tuple(matrix.shape)}; a single-tensor vector "
+            "file holds one [n_layers, hidden] matrix"
+        )
+    raw = meta.get("layers")
+    if raw is None:
+        raise VectorFileError(
+            f"{path}: tensor '{name}' is a [n_layers, hidden] matrix but the metadata has no "
+            "'layers' list naming the layer of each row (e.g. layers = \"[0, 1, 2]\")"
+        )
+    try:
+        parsed = json.loads(raw) if raw.strip().startswith("[") else raw.split(",")
+        layers = [int(v) for v in parsed]
+    except (ValueError, TypeError):
+        raise VectorFileError(
+            f"{path}: metadata 'layers' = {raw!r} is not a list of layer indices"
+        ) from None
+    if len(layers) != matrix.shape[0] or len(set(layers)) != len(layers):
+        raise VectorFileError(
+            f"{path}: metadata 'layers' lists {len(layers)} layer(s) for the {matrix.shape[0]} "
+            f"row(s) of tensor '{name}'; give one distinct layer index per row"
+        )
+    return {i: matrix[row].clone() for row, i in enumerate(layers)}
 
 
 def render_pair_text(lm: LoadedModel, text: str, template: PairTemplate) -> str:
