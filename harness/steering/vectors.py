@@ -27,6 +27,7 @@ from harness.core.ids import utc_now
 from harness.core.store import read_jsonl
 from harness.model.chat import build_messages, render
 from harness.model.loading import LoadedModel
+from harness.model.sites import Component, site_modules
 from harness.steering.hooks import Positions, add_vector, capture_residual, edit_residual
 
 Aggregate = Literal["last", "mean"]
@@ -174,16 +175,19 @@ def hidden_states(
     aggregate: Aggregate = "last",
     batch_size: int = 16,
     add_special_tokens: bool = True,
+    site: Component = "residual",
 ) -> dict[int, torch.Tensor]:
-    """Per layer, a (len(texts), hidden) float32 matrix of aggregated layer outputs."""
+    """Per layer, a (len(texts), hidden) float32 matrix of aggregated outputs of the
+    layer's ``site`` (the block output by default; ``EMBEDDING`` is the embedding output)."""
     tok = lm.tokenizer
+    modules = site_modules(lm.layers, site)
     out: dict[int, list[torch.Tensor]] = {i: [] for i in layers}
     for start in range(0, len(texts), batch_size):
         chunk = list(texts[start : start + batch_size])
         enc = tok(chunk, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens)
         enc = {k: v.to(lm.device) for k, v in enc.items()}
         mask = enc["attention_mask"].float()
-        with capture_residual(lm.layers, list(layers)) as captured:
+        with capture_residual(modules, list(layers)) as captured:
             lm.model(**enc, use_cache=False)
         for i in layers:
             h = captured[i].float()
@@ -223,14 +227,15 @@ def extract_mean_difference(
     batch_size: int = 16,
     source: str = "",
     method: Extraction = "mean_difference",
+    site: Component = "residual",
 ) -> SteeringVector:
     """Per layer: mean(h(positive) - h(negative)), or its first principal direction."""
     pos = [render_pair_text(lm, p.positive, template) for p in pairs]
     neg = [render_pair_text(lm, p.negative, template) for p in pairs]
     # A rendered chat template already holds its special tokens.
     special = template == "raw" or not lm.use_chat_template
-    hp = hidden_states(lm, pos, layers, aggregate, batch_size, special)
-    hn = hidden_states(lm, neg, layers, aggregate, batch_size, special)
+    hp = hidden_states(lm, pos, layers, aggregate, batch_size, special, site)
+    hn = hidden_states(lm, neg, layers, aggregate, batch_size, special, site)
     if method == "pca":
         directions = {i: first_principal_direction(hp[i] - hn[i]) for i in layers}
     else:
@@ -243,6 +248,7 @@ def extract_mean_difference(
         "pairs": source,
         "n_pairs": len(pairs),
         "layers": list(layers),
+        **({"site": site} if site != "residual" else {}),
         "hidden_size": lm.info.hidden_size,
         "created": utc_now(),
     }
@@ -251,7 +257,11 @@ def extract_mean_difference(
 
 @torch.no_grad()
 def typical_norms(
-    lm: LoadedModel, texts: Sequence[str], layers: Sequence[int], batch_size: int = 16
+    lm: LoadedModel,
+    texts: Sequence[str],
+    layers: Sequence[int],
+    batch_size: int = 16,
+    site: Component = "residual",
 ) -> dict[int, float]:
     """Mean L2 norm of each layer's output over the tokens of ``texts``, rendered as user
     prompts the way generation renders them, leaving out each text's first position.
@@ -260,6 +270,7 @@ def typical_norms(
     can be a thousand times larger than the others'; counting it would inflate the norm,
     and with it every norm-relative coefficient, several-fold."""
     rendered = [render(lm, build_messages(t, lm.spec.system_prompt)) for t in texts]
+    modules = site_modules(lm.layers, site)
     total = dict.fromkeys(layers, 0.0)
     count = 0
     for start in range(0, len(rendered), batch_size):
@@ -271,7 +282,7 @@ def typical_norms(
         keep = enc["attention_mask"].bool().clone()
         first = keep.float().argmax(dim=1)  # left padding: the first real token of each row
         keep[torch.arange(keep.shape[0]), first] = False
-        with capture_residual(lm.layers, list(layers)) as captured:
+        with capture_residual(modules, list(layers)) as captured:
             lm.model(**enc, use_cache=False)
         for i in layers:
             total[i] += float(captured[i].float().norm(dim=-1)[keep].sum())
