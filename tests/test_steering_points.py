@@ -275,3 +275,30 @@ def test_ids_of_conditions_without_the_new_options_are_unchanged():
         with_defaults = {**raw, "site": "residual", "normalize": False}
         m2 = ActivationSteering(ActivationParams.model_validate(with_defaults), MethodContext("c"))
         assert m2.fingerprint() == fp
+
+
+def test_depth_range_and_targets_resolve_in_the_plan(make_spec):
+    """In a spec, a depth range is resolved against the model's config (2 layers here);
+    `targets` and `[analysis] primary` reach the analysis's condition_info."""
+    from harness.run.runner import condition_info, open_plan
+
+    extra = """
+[[conditions]]
+name = "deep"
+method = "activation"
+targets = ["lexicon/hedging"]
+[conditions.params]
+layers = "50%-100%"
+coefficient = [2.0]
+vector = { pairs = "fear" }
+
+[analysis]
+primary = ["fear"]
+"""
+    plan, _ = open_plan(make_spec(extra=extra))
+    deep = plan.condition("deep")
+    assert deep.params.layers == [1]  # type: ignore[attr-defined]
+    info = condition_info(plan)
+    assert info["deep"]["metrics"] == ["lexicon/hedging"]
+    assert info["act"]["metrics"] == ["fear"] and info["persona"]["metrics"] == ["fear"]
+    assert "metrics" not in info["baseline"]

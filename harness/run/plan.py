@@ -70,6 +70,8 @@ class ResolvedCondition:
             "targets": list(self.method.targets()),
             "control": self.method.control(),
         }
+        if self.spec.targets:
+            out["metrics"] = list(self.spec.targets)
         if "sweep" in self.info:
             out["sweep"] = self.info["sweep"]
         if "search" in self.info:
