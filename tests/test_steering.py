@@ -190,3 +190,38 @@ def test_builtin_methods_come_from_entry_points():
     assert METHODS.get("activation") is ActivationSteering
     dotted = "harness.steering.methods.activation:ActivationSteering"
     assert METHODS.get(dotted) is ActivationSteering
+
+
+@pytest.mark.parametrize("name", ["curiosity", "trust"])
+def test_shipped_curiosity_and_trust_pairs(name: str):
+    """Same format and size as the other shipped sets, lengths within three words."""
+    from prompts import data_path
+
+    pairs = load_pairs(data_path(f"pairs/{name}.jsonl"))
+    assert len(pairs) == 48
+    assert [p.id for p in pairs] == [f"{name}-{i:03d}" for i in range(1, 49)]
+    assert all(abs(len(p.positive.split()) - len(p.negative.split())) <= 3 for p in pairs)
+    assert len({p.positive for p in pairs}) == 48
+
+
+def test_vector_file_as_one_matrix_with_a_layer_list(tmp_path: Path):
+    """Steering-Memory and others save every layer as one [n_layers, hidden] tensor."""
+    from safetensors.torch import save_file
+
+    matrix = torch.arange(12.0).reshape(3, 4)
+    path = tmp_path / "m.safetensors"
+    save_file({"vectors": matrix}, str(path), metadata={"layers": "[0, 2, 5]"})
+    vec = SteeringVector.load(path)
+    assert vec.layers == [0, 2, 5]
+    assert torch.equal(vec.directions[2], torch.tensor([4.0, 5.0, 6.0, 7.0]))
+    save_file({"vectors": matrix}, str(path), metadata={"layers": "3,4,5"})
+    assert SteeringVector.load(path).layers == [3, 4, 5]
+    save_file({"vectors": matrix}, str(path))
+    with pytest.raises(VectorFileError, match="no 'layers' list"):
+        SteeringVector.load(path)
+    save_file({"vectors": matrix}, str(path), metadata={"layers": "[0, 1]"})
+    with pytest.raises(VectorFileError, match=r"lists 2 layer\(s\) for the 3 row"):
+        SteeringVector.load(path)
+    save_file({"vectors": torch.ones(2, 3, 4)}, str(path), metadata={"layers": "[0, 1]"})
+    with pytest.raises(VectorFileError, match="one \\[n_layers, hidden\\] matrix"):
+        SteeringVector.load(path)

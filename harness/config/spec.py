@@ -368,6 +368,13 @@ class ConditionSpec(Strict):
     search: SearchSpec | None = Field(
         None, description="Choose layer and coefficient on the selection split of the prompts."
     )
+    targets: list[str] | None = Field(
+        None,
+        description=(
+            "Metrics this condition aims at, 'scorer/metric' or 'metric' (every scorer's): "
+            "shown first in the report; default: the [analysis] primary, else name matching."
+        ),
+    )
 
     @field_validator("sweep")
     @classmethod
@@ -402,6 +409,13 @@ class AnalysisSpec(Strict):
         50.0,
         description="Texts scoring below it on a `coherence` metric count as incoherent "
         "(harness/analysis/coherence.py).",
+    )
+    primary: list[str] = Field(
+        default_factory=list,
+        description=(
+            "The run's primary metrics, 'scorer/metric' or 'metric': the targets of every "
+            "condition without its own `targets` (default: metrics named in the condition)."
+        ),
     )
 
 
@@ -461,6 +475,21 @@ class Spec(Strict):
         dupes = sorted({n for n in labels if labels.count(n) > 1})
         if dupes:
             raise ValueError(f"scorer names must be unique; set `name` to tell them apart: {dupes}")
+        refs = [("analysis.primary", r) for r in self.analysis.primary]
+        refs += [
+            (f"condition '{c.name}': targets", r) for c in self.conditions for r in c.targets or []
+        ]
+        for where, ref in refs:
+            scorer = ref.split("/", 1)[0] if "/" in ref else None
+            if not ref.strip() or ref.endswith("/"):
+                raise ValueError(f"{where}: '{ref}' is not 'scorer/metric' or 'metric'")
+            if scorer is not None and scorer not in labels:
+                hint = closest(scorer, labels)
+                raise ValueError(
+                    f"{where} refers to scorer '{scorer}' ('{ref}'), which is not among the "
+                    f"spec's scorers ({', '.join(labels)})"
+                    + (f"; did you mean '{hint}'?" if hint else "")
+                )
         for c in self.conditions:
             if c.search is None:
                 continue

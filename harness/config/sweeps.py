@@ -39,6 +39,11 @@ def expand(cond: ConditionSpec) -> list[tuple[ConditionSpec, dict[str, Any] | No
     for values in itertools.product(*(cond.sweep[k] for k in keys)):
         point = dict(zip(keys, values, strict=True))
         params = {**cond.params, **point}
-        spec = ConditionSpec(name=point_name(cond.name, point), method=cond.method, params=params)
+        spec = ConditionSpec(
+            name=point_name(cond.name, point),
+            method=cond.method,
+            params=params,
+            targets=cond.targets,
+        )
         out.append((spec, point))
     return out

@@ -7,15 +7,30 @@ name (``vector = "fear"``, or ``weights = {fear = 0.8}`` in a composite).
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    PlainSerializer,
+    ValidationInfo,
+    model_validator,
+)
 
 from harness.core.params import Strict
 
 
 class VectorSource(Strict):
-    file: str | None = Field(None, description="A safetensors vector file (layer.<i> tensors).")
+    file: str | None = Field(
+        None,
+        description=(
+            "A safetensors vector file: layer.<i> tensors, or one [n_layers, hidden] tensor "
+            "with a 'layers' list in its metadata."
+        ),
+    )
     pairs: str | None = Field(
         None, description="Contrastive pairs: a shipped set name (fear, joy, ...) or a JSONL path."
     )
@@ -40,8 +55,65 @@ class VectorSource(Strict):
         return self
 
 
-def _as_layer_list(v: Any) -> Any:
-    return [v] if isinstance(v, int) else v
+EMBEDDING = -1
+"""The layer index of the embedding output (the input to the first decoder block), written
+``"embedding"`` in a spec; decoder blocks are 0, 1, ... (a block's output)."""
+
+DEPTH_RANGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*-\s*(\d+(?:\.\d+)?)\s*%\s*$")
+
+
+def depth_range(text: str, num_layers: int) -> list[int]:
+    """``"30%-60%"`` -> the blocks ``i`` with ``30% <= i / num_layers < 60%`` (half open, so
+    ``"0%-100%"`` is every block and adjacent ranges do not overlap)."""
+    m = DEPTH_RANGE.match(text)
+    if m is None:
+        raise ValueError(f"'{text}' is not a depth range like '30%-60%'")
+    lo, hi = float(m.group(1)), float(m.group(2))
+    if not 0 <= lo < hi <= 100:
+        raise ValueError(f"depth range '{text}': need 0% <= start < end <= 100%")
+    first = math.ceil(lo / 100 * num_layers - 1e-9)
+    layers = [i for i in range(first, num_layers) if i < hi / 100 * num_layers - 1e-9]
+    if not layers:
+        raise ValueError(f"depth range '{text}' holds no layer of a {num_layers}-layer model")
+    return layers
+
+
+def _layer_count(info: ValidationInfo) -> int | None:
+    context = info.context if isinstance(info.context, dict) else {}
+    count = context.get("num_layers")
+    return int(count()) if callable(count) else count
+
+
+def _as_layer_list(v: Any, info: ValidationInfo) -> Any:
+    """Ints stay; ``"embedding"`` becomes :data:`EMBEDDING`; a depth range becomes its
+    blocks, which needs the model's layer count (the validation context's ``num_layers``,
+    given where conditions are resolved against the model)."""
+    items = v if isinstance(v, list) else [v]
+    out: list[Any] = []
+    for item in items:
+        if isinstance(item, int) and not isinstance(item, bool) and item < 0:
+            raise ValueError(
+                "layer indices start at 0 (the first block's output); write 'embedding' "
+                "for the embedding output"
+            )
+        if isinstance(item, str) and item.strip().lower() == "embedding":
+            out.append(EMBEDDING)
+        elif isinstance(item, str) and DEPTH_RANGE.match(item):
+            count = _layer_count(info)
+            if count is None:
+                raise ValueError(
+                    f"depth range '{item}' needs the model's layer count: give it in a "
+                    "condition's params, not here"
+                )
+            out += depth_range(item, count)
+        elif isinstance(item, str):
+            raise ValueError(
+                f"'{item}' is not a layer: give block indices (0-based), 'embedding', or a "
+                "depth range like '30%-60%'"
+            )
+        else:
+            out.append(item)
+    return out
 
 
 def _check_layers(v: list[int]) -> list[int]:
@@ -49,13 +121,21 @@ def _check_layers(v: list[int]) -> list[int]:
         raise ValueError("give at least one layer")
     if len(set(v)) != len(v):
         raise ValueError("layers must be unique")
-    if any(i < 0 for i in v):
-        raise ValueError("layer indices start at 0")
     return v
 
 
-Layers = Annotated[list[int], BeforeValidator(_as_layer_list), AfterValidator(_check_layers)]
-"""Decoder layer indices (0-based): a list, or one int."""
+def layer_label(i: int) -> str | int:
+    return "embedding" if i == EMBEDDING else i
+
+
+Layers = Annotated[
+    list[int],
+    BeforeValidator(_as_layer_list),
+    AfterValidator(_check_layers),
+    PlainSerializer(lambda v: [layer_label(i) for i in v]),
+]
+"""Decoder layer indices (0-based), ``"embedding"`` (:data:`EMBEDDING`), or a depth range
+``"30%-60%"``: a list, or one of these."""
 
 
 class LibraryVector(VectorSource):

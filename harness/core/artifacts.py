@@ -61,6 +61,10 @@ class ConditionInfo(TypedDict):
     params: dict[str, Any]
     targets: NotRequired[list[str]]
     """Trait names the method says it aims at (pair set, library vectors, ...)."""
+    metrics: NotRequired[list[str]]
+    """The metrics it targets, named explicitly (``"scorer/metric"`` or ``"metric"``): the
+    condition's ``targets``, else the spec's ``[analysis] primary``. Without them the
+    report matches metric names against the condition's name and ``targets``."""
     control: NotRequired[str | None]
     """The kind of control this condition is (``"random"``), None for an ordinary one."""
     sweep: NotRequired[SweepInfo]

@@ -1,39 +1,23 @@
-"""Sites: where in a decoder block an activation is read, patched or steered.
+"""Sites: one component of one decoder layer, for locate's tables.
 
-Three components per decoder layer ``i``:
-
-- ``residual``: the output of block ``i`` (the residual stream after it), the place where
-  :mod:`harness.steering.hooks` adds steering vectors and :func:`hidden_states` reads;
-- ``attention``: the output of block ``i``'s attention submodule (after its output
-  projection), the attention's write into the residual stream;
-- ``mlp``: the output of block ``i``'s MLP submodule, the MLP's write.
-
-The attention and MLP submodules are found by attribute name: ``self_attn`` and ``mlp``
-(Llama, Qwen, Mistral, Gemma, Phi-3, OLMo style) or ``attn`` and ``mlp`` (GPT-2, GPT-J
-style). Other blocks (GPT-NeoX's ``attention``, OPT's ``fc1``/``fc2``, Falcon's
-``self_attention``) get a one-line error; the residual component works wherever the
-decoder layers are found (:mod:`harness.model.layers`). In sandwich-norm blocks (Gemma 2
-and 3) the submodule output is read before its post-norm.
+The site table itself (which submodule is a block's attention or MLP output, per
+architecture family) lives in :mod:`harness.model.sites`, shared with the ``site`` option
+of activation steering, so that locating and steering mean the same place.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, get_args
 
 from torch import nn
 
-from harness.core.errors import LocateError, ModelLoadError
+from harness.core.errors import LocateError
+from harness.model import sites as _sites
+from harness.model.sites import COMPONENTS, Component
 
-Component = Literal["residual", "attention", "mlp"]
-COMPONENTS: tuple[Component, ...] = get_args(Component)
-
-# (attention attribute, MLP attribute) per supported block family.
-SUBLAYER_NAMES: tuple[tuple[str, str, str], ...] = (
-    ("self_attn", "mlp", "Llama, Qwen, Mistral, Gemma, Phi-3, OLMo style"),
-    ("attn", "mlp", "GPT-2, GPT-J style"),
-)
+__all__ = ["COMPONENTS", "Component", "Site", "all_sites", "parse_components", "site_modules"]
+LOCATE_HINT = "Use --components residual for this architecture."
 
 
 @dataclass(frozen=True, order=True)
@@ -60,36 +44,9 @@ def parse_components(value: str) -> list[Component]:
     return list(dict.fromkeys(names))  # type: ignore[arg-type]
 
 
-def _sublayer_attrs(block: nn.Module) -> tuple[str, str]:
-    for attn, mlp, _family in SUBLAYER_NAMES:
-        if isinstance(getattr(block, attn, None), nn.Module) and isinstance(
-            getattr(block, mlp, None), nn.Module
-        ):
-            return attn, mlp
-    families = "; ".join(f"'{a}' and '{m}' ({f})" for a, m, f in SUBLAYER_NAMES)
-    raise ModelLoadError(
-        f"cannot find the attention and MLP submodules of {type(block).__name__}: looked for "
-        f"{families}. Use --components residual for this architecture."
-    )
-
-
 def site_modules(layers: nn.ModuleList, component: Component) -> nn.ModuleList:
-    """The module per layer whose output (first element if a tuple) is the component.
-
-    For ``residual`` that is ``layers`` itself; otherwise a new ModuleList referring to
-    the blocks' submodules (the model is not changed), in layer order, so that the hook
-    helpers of :mod:`harness.steering.hooks` index it like the decoder layers."""
-    if component == "residual":
-        return layers
-    attn, mlp = _sublayer_attrs(layers[0])
-    attr = attn if component == "attention" else mlp
-    out = []
-    for block in layers:
-        mod = getattr(block, attr, None)
-        if not isinstance(mod, nn.Module):
-            raise ModelLoadError(f"{type(block).__name__} has no '{attr}' submodule")
-        out.append(mod)
-    return nn.ModuleList(out)
+    """:func:`harness.model.sites.site_modules`, with locate's hint in its error."""
+    return _sites.site_modules(layers, component, LOCATE_HINT)
 
 
 def all_sites(components: Sequence[Component], num_layers: int) -> list[Site]:

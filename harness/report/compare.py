@@ -22,7 +22,7 @@ from harness.core.rundir import RunDir
 from harness.core.store import GENERATION_CHECKS, JsonlStore
 from harness.report import plots
 from harness.report.figures import FigureRef, asset_dir, slug
-from harness.report.format import cell, figure_md, fmt, table
+from harness.report.format import cell, figure_md, fmt, fmt_p, table
 from harness.stats import finite_or_none
 
 __all__ = [
@@ -319,8 +319,9 @@ def render_compare(
             "input": "In the order of the runs given",
         }[sort]
         + "; rows with an undefined d last. d: Cohen's d vs. each run's own baseline with "
-        "its 95% CI; seed SD: SD of the per-seed d's; verdicts and Holm adjustments are "
-        "each run's own (over that run's comparisons). ⚠: underpowered.",
+        "its 95% CI; seed SD: SD of the per-seed d's; p paired t: the paired t-test's p; "
+        "verdicts and Holm adjustments (p Holm) are each run's own (over that run's "
+        "comparisons). ⚠: underpowered.",
     ]
     for k, ref in (figures or {}).items():
         if k.startswith("forest"):
@@ -342,15 +343,13 @@ def render_compare(
                     str(r.n),
                     d,
                     fmt(r.seed_sd),
+                    fmt_p(r.comparison.get("p_paired_t")),
+                    fmt_p(r.comparison.get("p_holm")),
                     flag + cell(r.verdict),
                 ]
             )
-        parts += [
-            "",
-            f"### {scorer}/{metric}",
-            "",
-            table(["#", "run", "condition", "n", "d [95% CI]", "seed SD", "verdict"], body),
-        ]
+        header = ["#", "run", "condition", "n", "d [95% CI]", "seed SD", "p paired t", "p Holm"]
+        parts += ["", f"### {scorer}/{metric}", "", table([*header, "verdict"], body)]
     return "\n".join(parts) + "\n"
 
 

@@ -1,6 +1,9 @@
 """Which comparisons a reader should see first: target metrics, coherence, sweep groups.
 
-A metric is a *target* of a condition when its name appears as a whole word in the
+A condition's targets are named explicitly by its ``targets`` (``["lexicon/hedging",
+"fear"]``: a scorer's metric, or a metric of every scorer), else by the spec's
+``[analysis] primary`` (both recorded as ``condition_info[...]["metrics"]``). Without
+either, a metric is a *target* of a condition when its name appears as a whole word in the
 condition's name, its sweep group, the trait names its method declares
 (``SteeringMethod.targets``: a contrastive pair set, library vectors, a ``trait`` or
 ``target`` parameter) or its search trait: ``fear_activation`` with pairs ``fear`` targets
@@ -150,8 +153,24 @@ def _legacy_targets(params: Any) -> list[str]:
     return texts
 
 
-def target_metrics(condition: str, info: Mapping[str, Any], metrics: Iterable[str]) -> list[str]:
-    """The metrics (by name) that ``condition`` aims at; see the module docstring."""
+def _named(refs: Sequence[Any], scorer: str | None, metric: str) -> bool:
+    """Whether ``scorer/metric`` is one of the explicit refs (a bare ref names a metric of
+    every scorer; without a scorer, a ``scorer/metric`` ref matches on its metric)."""
+    for ref in map(str, refs):
+        want_scorer, _, want_metric = ref.rpartition("/")
+        if want_metric == metric and (not want_scorer or scorer is None or want_scorer == scorer):
+            return True
+    return False
+
+
+def target_metrics(
+    condition: str, info: Mapping[str, Any], metrics: Iterable[str], scorer: str | None = None
+) -> list[str]:
+    """The metrics (by name, of ``scorer`` when given) that ``condition`` aims at; see the
+    module docstring."""
+    explicit = info.get("metrics")
+    if isinstance(explicit, list) and explicit:
+        return [m for m in metrics if _named(explicit, scorer, m)]
     texts = _texts(condition, info)
     out = []
     for m in metrics:
@@ -191,7 +210,8 @@ def is_target(run: RunData, c: Mapping[str, Any], infos: Mapping[str, Any] | Non
     cond = str(c["condition"])
     if is_coherence(run, str(c["scorer"]), str(c["metric"])):
         return False
-    return bool(target_metrics(cond, infos.get(cond) or {}, [str(c["metric"])]))
+    info = infos.get(cond) or {}
+    return bool(target_metrics(cond, info, [str(c["metric"])], str(c["scorer"])))
 
 
 def priority_key(c: Mapping[str, Any], target: bool) -> tuple[int, int, int, float]:
@@ -238,7 +258,8 @@ def dose_plans(run: RunData) -> list[DosePlan]:
             for k in keys
             if k not in coh
             and any(
-                target_metrics(p.condition, infos.get(p.condition) or {}, [k[1]]) for p in points
+                target_metrics(p.condition, infos.get(p.condition) or {}, [k[1]], k[0])
+                for p in points
             )
         ]
         if not traits:

@@ -68,8 +68,9 @@ def section_summary(run: RunData) -> str:
     lines = ["## Summary", ""]
     if targets:
         lines.append(
-            "Each condition on the metrics it targets (a metric named in the condition, its "
-            "sweep group or its contrastive pairs)"
+            "Each condition on the metrics it targets (its `targets`, else the spec's "
+            "`[analysis] primary`, else a metric named in the condition, its sweep group or "
+            "its contrastive pairs)"
             + (" and on coherence" if coherence else "")
             + ", with the verdict from the statistics:"
         )
@@ -118,7 +119,42 @@ def section_summary(run: RunData) -> str:
                 + ".",
             ]
     lines += ["", _counts(comps)]
+    mean_rows = _mean_abs_d_rows(run, targets)
+    if mean_rows:
+        lines += [
+            "",
+            "Mean |d| over each condition's target comparisons (one per scorer and metric; "
+            "n/a ones left out, and counted):",
+            "",
+            table(
+                ["condition", "targets", "mean |d|", "d from … to", "significant after Holm"],
+                mean_rows,
+            ),
+        ]
     return "\n".join(lines)
+
+
+def _mean_abs_d_rows(run: RunData, targets: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+    """Per condition with target comparisons: how many, the mean |d| over those with a d,
+    the smallest and largest d, and how many are significant after Holm."""
+    rows = []
+    for cond in run.analysis.get("conditions", []):
+        own = [c for c in targets if c["condition"] == cond]
+        if not own:
+            continue
+        ds = [d for d in (finite_or_none(c.get("cohens_d")) for c in own) if d is not None]
+        missing = len(own) - len(ds)
+        mean = fmt(sum(abs(d) for d in ds) / len(ds)) if ds else "n/a (no d)"
+        rows.append(
+            [
+                f"`{cond}`",
+                str(len(own)) + (f" ({missing} n/a)" if missing else ""),
+                mean,
+                f"{fmt(min(ds))} … {fmt(max(ds))}" if ds else "—",
+                f"{sum(1 for c in own if c.get('significant_holm'))} of {len(own)}",
+            ]
+        )
+    return rows
 
 
 def _counts(comps: Sequence[Mapping[str, Any]]) -> str:

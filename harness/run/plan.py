@@ -70,6 +70,8 @@ class ResolvedCondition:
             "targets": list(self.method.targets()),
             "control": self.method.control(),
         }
+        if self.spec.targets:
+            out["metrics"] = list(self.spec.targets)
         if "sweep" in self.info:
             out["sweep"] = self.info["sweep"]
         if "search" in self.info:
@@ -122,10 +124,23 @@ def _where(index: int) -> str:
     return "baseline" if index == 0 else f"conditions[{index - 1}]"
 
 
+def _layer_count(spec: Spec, info: ModelInfo | None) -> Callable[[], int]:
+    """The model's number of decoder layers, read from its config only when a depth range
+    (``layers = "30%-60%"``) needs it."""
+    if info is not None:
+        return lambda: info.num_layers
+    return lambda: model_info(load_config(spec.model)).num_layers
+
+
 def resolve_method(
-    spec: Spec, index: int, cond: ConditionSpec, cache: Path | None
+    spec: Spec,
+    index: int,
+    cond: ConditionSpec,
+    cache: Path | None,
+    info: ModelInfo | None = None,
 ) -> tuple[type | None, MethodParams | None, MethodContext, list[str]]:
-    """The method class and typed params of a condition as written in the spec."""
+    """The method class and typed params of a condition as written in the spec (depth
+    ranges in its layers resolved against the model's layer count)."""
     where = _where(index)
     ctx = MethodContext(
         condition=cond.name, base_dir=spec._base_dir, cache_dir=cache, library=spec.vectors
@@ -135,7 +150,9 @@ def resolve_method(
     except RegistryError as exc:
         return None, None, ctx, [f"{where}.method: {exc}"]
     try:
-        params = cls.Params.model_validate(cond.params)
+        params = cls.Params.model_validate(
+            cond.params, context={"num_layers": _layer_count(spec, info)}
+        )
     except ValidationError as exc:
         prefix = ("conditions", index - 1, "params") if index else ("baseline", "params")
         return cls, None, ctx, describe_errors(exc, cls.Params, prefix)
@@ -286,7 +303,7 @@ def _resolve_conditions(
     cache = run.vectors
     for index, cond in enumerate(spec.all_conditions):
         if cond.search is not None:
-            cls, params, _, issues = resolve_method(spec, index, cond, cache)
+            cls, params, _, issues = resolve_method(spec, index, cond, cache, info)
             if cls is None or params is None:
                 problems += [p for p in issues if p not in problems]
                 continue
@@ -334,7 +351,7 @@ def _resolve_conditions(
         points = expand(cond)
         found_by_problem: dict[str, list[str]] = {}
         for point, swept in points:
-            cls, params, _, point_problems = resolve_method(spec, index, point, cache)
+            cls, params, _, point_problems = resolve_method(spec, index, point, cache, info)
             rc = None
             if cls is not None and params is not None:
                 rc, point_problems = resolve_condition(

@@ -93,8 +93,16 @@ def open_plan(target: str | Path, overrides: Overrides | None = None) -> tuple[P
 
 
 def condition_info(plan: Plan) -> dict[str, ConditionInfo]:
-    """Per condition, what the analysis and report may need to know beyond its name."""
-    return {c.name: c.condition_info() for c in plan.conditions}
+    """Per condition, what the analysis and report may need to know beyond its name; a
+    condition without its own ``targets`` gets the spec's ``[analysis] primary``."""
+    out = {}
+    primary = list(plan.spec.analysis.primary)
+    for c in plan.conditions:
+        info = c.condition_info()
+        if "metrics" not in info and primary and c.name != plan.spec.baseline.name:
+            info["metrics"] = primary
+        out[c.name] = info
+    return out
 
 
 def analysis_key(plan: Plan, baseline: str, n_boot: int) -> str:

@@ -1,5 +1,10 @@
 """Forward hooks on decoder layers: read or edit the residual stream, always removed after.
 
+Index :data:`~harness.config.vectors.EMBEDDING` (-1) is the embedding output, the input
+of block 0: it is edited or read by a forward *pre*-hook on block 0 (its ``hidden_states``
+argument), which is the same tensor whatever the architecture does before the first block
+(GPT-2's position embeddings, Gemma's scaling).
+
 Position bookkeeping: generation runs with a KV cache, so a layer first sees the whole
 (left-padded) prompt, then one new position per step. Each hooked layer counts the
 positions it has seen since the context was entered; positions below the padded prompt
@@ -14,6 +19,9 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from harness.config.vectors import EMBEDDING
 
 Positions = Literal["all", "prompt", "generated"]
 
@@ -32,6 +40,30 @@ def _join_output(hidden: torch.Tensor, rest: Any) -> Any:
     return hidden if rest is None else (hidden, *rest)
 
 
+def _on_hidden(
+    layers: nn.ModuleList, index: int, fn: Callable[[torch.Tensor], torch.Tensor | None]
+) -> RemovableHandle:
+    """Hook ``fn`` on the hidden states at ``index``: a block's output, or for
+    :data:`EMBEDDING` the input of block 0. ``fn`` returns new hidden states or None."""
+    if index == EMBEDDING:
+
+        def pre_hook(_module: nn.Module, args: Any, kwargs: Any) -> Any:
+            if args:
+                new = fn(args[0])
+                return None if new is None else ((new, *args[1:]), kwargs)
+            new = fn(kwargs["hidden_states"])
+            return None if new is None else (args, {**kwargs, "hidden_states": new})
+
+        return layers[0].register_forward_pre_hook(pre_hook, with_kwargs=True)
+
+    def hook(_module: nn.Module, _args: Any, output: Any) -> Any:
+        hidden, rest = _split_output(output)
+        new = fn(hidden)
+        return None if new is None else _join_output(new, rest)
+
+    return layers[index].register_forward_hook(hook)
+
+
 @contextmanager
 def edit_residual(
     layers: nn.ModuleList,
@@ -39,15 +71,16 @@ def edit_residual(
     positions: Positions = "all",
     prompt_length: int | None = None,
 ) -> Iterator[None]:
-    """Apply ``edits[i]`` to the output of decoder layer ``i`` while the context is open."""
+    """Apply ``edits[i]`` to the output of decoder layer ``i`` (or, for :data:`EMBEDDING`,
+    to the input of block 0) while the context is open. ``layers`` may also be the
+    attention or MLP submodules of :func:`harness.model.sites.site_modules`."""
     if positions != "all" and prompt_length is None:
         raise ValueError(f"positions='{positions}' needs the prompt length")
     seen: dict[int, int] = dict.fromkeys(edits, 0)
     handles = []
 
-    def make_hook(index: int, fn: EditFn) -> Callable[..., Any]:
-        def hook(_module: nn.Module, _args: Any, output: Any) -> Any:
-            hidden, rest = _split_output(output)
+    def make_hook(index: int, fn: EditFn) -> Callable[[torch.Tensor], torch.Tensor | None]:
+        def hook(hidden: torch.Tensor) -> torch.Tensor | None:
             seq = hidden.shape[1]
             start = seen[index]
             seen[index] = start + seq
@@ -59,14 +92,14 @@ def edit_residual(
             else:
                 mask = pos >= prompt_length  # type: ignore[operator]
             if not bool(mask.any()):
-                return output
-            return _join_output(fn(hidden, mask), rest)
+                return None
+            return fn(hidden, mask)
 
         return hook
 
     try:
         for index, fn in edits.items():
-            handles.append(layers[index].register_forward_hook(make_hook(index, fn)))
+            handles.append(_on_hidden(layers, index, make_hook(index, fn)))
         yield
     finally:
         for h in handles:
@@ -116,16 +149,15 @@ def capture_residual(
     captured: dict[int, torch.Tensor] = {}
     handles = []
 
-    def make_hook(index: int) -> Callable[..., None]:
-        def hook(_module: nn.Module, _args: Any, output: Any) -> None:
-            hidden, _ = _split_output(output)
+    def make_hook(index: int) -> Callable[[torch.Tensor], None]:
+        def hook(hidden: torch.Tensor) -> None:
             captured[index] = hidden.detach()
 
         return hook
 
     try:
         for i in indices:
-            handles.append(layers[i].register_forward_hook(make_hook(i)))
+            handles.append(_on_hidden(layers, i, make_hook(i)))
         yield captured
     finally:
         for h in handles:

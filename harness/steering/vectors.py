@@ -27,6 +27,7 @@ from harness.core.ids import utc_now
 from harness.core.store import read_jsonl
 from harness.model.chat import build_messages, render
 from harness.model.loading import LoadedModel
+from harness.model.sites import Component, site_modules
 from harness.steering.hooks import Positions, add_vector, capture_residual, edit_residual
 
 Aggregate = Literal["last", "mean"]
@@ -82,16 +83,24 @@ class SteeringVector:
 
     @classmethod
     def load(cls, path: Path) -> SteeringVector:
+        """Read ``layer.<i>`` tensors, or one ``[n_layers, hidden]`` tensor whose rows are the
+        layers listed in the metadata's ``layers`` (a JSON list or ``"0,1,2"``), the layout
+        of Steering-Memory and other tools that save all layers as one matrix."""
         try:
             with safe_open(str(path), framework="pt") as fh:
                 raw_meta = fh.metadata() or {}
-                directions = {}
-                for key in fh.keys():  # noqa: SIM118 (safe_open is not a dict)
-                    if not key.startswith("layer."):
-                        raise VectorFileError(
-                            f"{path}: tensor '{key}' is not named 'layer.<index>'"
-                        )
-                    directions[int(key.split(".", 1)[1])] = fh.get_tensor(key)
+                keys = list(fh.keys())
+                if len(keys) == 1 and not keys[0].startswith("layer."):
+                    directions = _rows_by_layer(path, keys[0], fh.get_tensor(keys[0]), raw_meta)
+                else:
+                    directions = {}
+                    for key in keys:
+                        if not key.startswith("layer."):
+                            raise VectorFileError(
+                                f"{path}: tensor '{key}' is not named 'layer.<index>' (a file "
+                                "holds layer.<i> tensors, or one [n_layers, hidden] tensor)"
+                            )
+                        directions[int(key.split(".", 1)[1])] = fh.get_tensor(key)
         except VectorFileError:
             raise
         except Exception as exc:  # safetensors' own error type is not an OSError
@@ -120,6 +129,36 @@ class SteeringVector:
             yield
 
 
+def _rows_by_layer(
+    path: Path, name: str, matrix: torch.Tensor, meta: dict[str, str]
+) -> dict[int, torch.Tensor]:
+    """The rows of one ``[n_layers, hidden]`` tensor, keyed by the metadata's layer list."""
+    if matrix.dim() != 2:
+        raise VectorFileError(
+            f"{path}: tensor '{name}' has shape {tuple(matrix.shape)}; a single-tensor vector "
+            "file holds one [n_layers, hidden] matrix"
+        )
+    raw = meta.get("layers")
+    if raw is None:
+        raise VectorFileError(
+            f"{path}: tensor '{name}' is a [n_layers, hidden] matrix but the metadata has no "
+            "'layers' list naming the layer of each row (e.g. layers = \"[0, 1, 2]\")"
+        )
+    try:
+        parsed = json.loads(raw) if raw.strip().startswith("[") else raw.split(",")
+        layers = [int(v) for v in parsed]
+    except (ValueError, TypeError):
+        raise VectorFileError(
+            f"{path}: metadata 'layers' = {raw!r} is not a list of layer indices"
+        ) from None
+    if len(layers) != matrix.shape[0] or len(set(layers)) != len(layers):
+        raise VectorFileError(
+            f"{path}: metadata 'layers' lists {len(layers)} layer(s) for the {matrix.shape[0]} "
+            f"row(s) of tensor '{name}'; give one distinct layer index per row"
+        )
+    return {i: matrix[row].clone() for row, i in enumerate(layers)}
+
+
 def render_pair_text(lm: LoadedModel, text: str, template: PairTemplate) -> str:
     if template == "raw" or not lm.use_chat_template:
         return text
@@ -136,16 +175,19 @@ def hidden_states(
     aggregate: Aggregate = "last",
     batch_size: int = 16,
     add_special_tokens: bool = True,
+    site: Component = "residual",
 ) -> dict[int, torch.Tensor]:
-    """Per layer, a (len(texts), hidden) float32 matrix of aggregated layer outputs."""
+    """Per layer, a (len(texts), hidden) float32 matrix of aggregated outputs of the
+    layer's ``site`` (the block output by default; ``EMBEDDING`` is the embedding output)."""
     tok = lm.tokenizer
+    modules = site_modules(lm.layers, site)
     out: dict[int, list[torch.Tensor]] = {i: [] for i in layers}
     for start in range(0, len(texts), batch_size):
         chunk = list(texts[start : start + batch_size])
         enc = tok(chunk, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens)
         enc = {k: v.to(lm.device) for k, v in enc.items()}
         mask = enc["attention_mask"].float()
-        with capture_residual(lm.layers, list(layers)) as captured:
+        with capture_residual(modules, list(layers)) as captured:
             lm.model(**enc, use_cache=False)
         for i in layers:
             h = captured[i].float()
@@ -185,14 +227,15 @@ def extract_mean_difference(
     batch_size: int = 16,
     source: str = "",
     method: Extraction = "mean_difference",
+    site: Component = "residual",
 ) -> SteeringVector:
     """Per layer: mean(h(positive) - h(negative)), or its first principal direction."""
     pos = [render_pair_text(lm, p.positive, template) for p in pairs]
     neg = [render_pair_text(lm, p.negative, template) for p in pairs]
     # A rendered chat template already holds its special tokens.
     special = template == "raw" or not lm.use_chat_template
-    hp = hidden_states(lm, pos, layers, aggregate, batch_size, special)
-    hn = hidden_states(lm, neg, layers, aggregate, batch_size, special)
+    hp = hidden_states(lm, pos, layers, aggregate, batch_size, special, site)
+    hn = hidden_states(lm, neg, layers, aggregate, batch_size, special, site)
     if method == "pca":
         directions = {i: first_principal_direction(hp[i] - hn[i]) for i in layers}
     else:
@@ -205,6 +248,7 @@ def extract_mean_difference(
         "pairs": source,
         "n_pairs": len(pairs),
         "layers": list(layers),
+        **({"site": site} if site != "residual" else {}),
         "hidden_size": lm.info.hidden_size,
         "created": utc_now(),
     }
@@ -213,7 +257,11 @@ def extract_mean_difference(
 
 @torch.no_grad()
 def typical_norms(
-    lm: LoadedModel, texts: Sequence[str], layers: Sequence[int], batch_size: int = 16
+    lm: LoadedModel,
+    texts: Sequence[str],
+    layers: Sequence[int],
+    batch_size: int = 16,
+    site: Component = "residual",
 ) -> dict[int, float]:
     """Mean L2 norm of each layer's output over the tokens of ``texts``, rendered as user
     prompts the way generation renders them, leaving out each text's first position.
@@ -222,6 +270,7 @@ def typical_norms(
     can be a thousand times larger than the others'; counting it would inflate the norm,
     and with it every norm-relative coefficient, several-fold."""
     rendered = [render(lm, build_messages(t, lm.spec.system_prompt)) for t in texts]
+    modules = site_modules(lm.layers, site)
     total = dict.fromkeys(layers, 0.0)
     count = 0
     for start in range(0, len(rendered), batch_size):
@@ -233,7 +282,7 @@ def typical_norms(
         keep = enc["attention_mask"].bool().clone()
         first = keep.float().argmax(dim=1)  # left padding: the first real token of each row
         keep[torch.arange(keep.shape[0]), first] = False
-        with capture_residual(lm.layers, list(layers)) as captured:
+        with capture_residual(modules, list(layers)) as captured:
             lm.model(**enc, use_cache=False)
         for i in layers:
             total[i] += float(captured[i].float().norm(dim=-1)[keep].sum())

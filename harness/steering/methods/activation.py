@@ -15,6 +15,16 @@ norm (seeded by ``control_seed``), everything else equal: the honest control for
 activation condition, separating the effect of the direction from the effect of
 disturbing the activations at all.
 
+Steering points: ``layers`` are decoder blocks (0-based; a block's output), ``"embedding"``
+(the embedding output, input to block 0) or depth ranges (``"30%-60%"``); ``site`` picks
+the block's output (``residual``), its attention output or its MLP output (the site table
+of :mod:`harness.model.sites`). ``coefficient`` is one number or one per layer;
+``normalize = true`` makes each layer's vector unit-norm before it is scaled.
+
+A vector from pairs is extracted at every layer of its site at once (the forward passes
+are the same) and cached under a key without the layers, so every condition, sweep point
+and search step that uses those pairs shares one extraction.
+
 ``coefficient_mode = "norm"`` makes coefficients comparable across layers and models: the
 vector added is ``coefficient * typical_norm(layer) * v / |v|`` (that is, ``coefficient *
 mean|h| / |v|`` times ``v``), where the typical norm is the mean hidden-state norm at that
@@ -37,10 +47,11 @@ from pydantic import Field, model_validator
 from harness.config.paths import resolve_data_path
 from harness.config.prompts import load_prompts
 from harness.config.spec import PromptSource
-from harness.config.vectors import Layers, VectorSource
+from harness.config.vectors import EMBEDDING, Layers, VectorSource, layer_label
 from harness.core.errors import VectorFileError
 from harness.core.ids import content_id
 from harness.model.loading import LoadedModel, ModelInfo, model_key
+from harness.model.sites import WITHOUT_SUBLAYERS, Component, site_modules
 from harness.steering.base import (
     BaseMethod,
     BatchInfo,
@@ -132,14 +143,38 @@ def check_source(
     return []
 
 
-def check_layers(layers: list[int], info: ModelInfo, where: str) -> list[str]:
+def check_layers(
+    layers: list[int], info: ModelInfo, where: str, site: Component = "residual"
+) -> list[str]:
     n = info.num_layers
-    bad = [i for i in layers if not 0 <= i < n]
+    bad = [i for i in layers if not 0 <= i < n and i != EMBEDDING]
     if bad:
         return [
-            f"{where}: {bad} out of range; this model has {n} decoder layers, allowed 0..{n - 1}"
+            f"{where}: {bad} out of range; this model has {n} decoder layers, allowed 0..{n - 1} "
+            "or 'embedding'"
+        ]
+    if site != "residual" and EMBEDDING in layers:
+        return [
+            f"{where}: 'embedding' is a point of the residual stream; site = '{site}' "
+            "takes block indices"
         ]
     return []
+
+
+def check_site(site: Component, info: ModelInfo, where: str) -> list[str]:
+    """A site this model family is known not to have, before any weights are loaded."""
+    if site != "residual" and info.model_type in WITHOUT_SUBLAYERS:
+        return [
+            f"{where}: site = '{site}' is not supported for '{info.model_type}' models "
+            "(no self_attn/attn and mlp submodules); use site = 'residual'"
+        ]
+    return []
+
+
+def all_layers(lm: LoadedModel, site: Component) -> list[int]:
+    """Every layer of a site, the embedding output first for the residual stream."""
+    blocks = list(range(lm.info.num_layers))
+    return [EMBEDDING, *blocks] if site == "residual" else blocks
 
 
 def source_fingerprint(src: VectorSource, base_dir: Path) -> dict[str, Any]:
@@ -154,39 +189,57 @@ def source_fingerprint(src: VectorSource, base_dir: Path) -> dict[str, Any]:
 
 
 def obtain_vector(
-    lm: LoadedModel, src: VectorSource, layers: list[int], context: MethodContext
+    lm: LoadedModel,
+    src: VectorSource,
+    layers: list[int],
+    context: MethodContext,
+    site: Component = "residual",
 ) -> tuple[SteeringVector, str]:
-    """Load a vector file, or extract from pairs (cached in the run directory)."""
+    """Load a vector file, or extract from pairs (cached in the run directory).
+
+    Extraction covers every layer of the site in the same forward passes, and the cache
+    key leaves the layers out, so conditions that use the same pairs at other layers
+    share one extraction (in memory too, for a run without a cache folder). The vector
+    returned holds the requested layers."""
     path = source_path(src, context.base_dir)
     if path is None:
         raise VectorFileError(f"vector source not found: {src.file or src.pairs}")
     if src.file is not None:
         return SteeringVector.load(path), str(path)
-    key = content_id(
-        {
-            "model": model_key(lm.spec),
-            "vector": source_fingerprint(src, context.base_dir),
-            "layers": sorted(layers),
-        }
-    )
+    what: dict[str, Any] = {
+        "model": model_key(lm.spec),
+        "vector": source_fingerprint(src, context.base_dir),
+        "extraction": "all layers",
+    }
+    if site != "residual":
+        what["site"] = site
+    key = content_id(what)
+    every = all_layers(lm, site)
+    memo: dict[str, SteeringVector] = lm.cache.setdefault(("extracted_vectors",), {})
     cached = context.cache_dir / f"{key}.safetensors" if context.cache_dir else None
+    origin = str(cached) if cached is not None else "extracted in memory"
+    vec: SteeringVector | None = None
     if cached is not None and cached.exists():
-        hit = _load_cached(cached, key, layers, lm.info.hidden_size)
-        if hit is not None:
-            return hit, str(cached)
-    vec = extract_mean_difference(
-        lm,
-        load_pairs(path),
-        sorted(layers),
-        src.aggregate,
-        src.template,
-        source=str(path),
-        method=src.method,
-    )
-    if cached is not None:
+        vec = _load_cached(cached, key, every, lm.info.hidden_size)
+    if vec is None and cached is None:
+        vec = memo.get(key)
+    if vec is None:
+        vec = extract_mean_difference(
+            lm,
+            load_pairs(path),
+            every,
+            src.aggregate,
+            src.template,
+            source=str(path),
+            method=src.method,
+            site=site,
+        )
         vec.metadata["cache_key"] = key
-        vec.save(cached)
-    return vec, str(cached) if cached is not None else "extracted in memory"
+        if cached is not None:
+            vec.save(cached)
+        else:
+            memo[key] = vec
+    return SteeringVector({i: vec.directions[i] for i in layers}, dict(vec.metadata)), origin
 
 
 def _load_cached(path: Path, key: str, layers: list[int], hidden: int) -> SteeringVector | None:
@@ -216,17 +269,25 @@ def _load_cached(path: Path, key: str, layers: list[int], hidden: int) -> Steeri
 
 
 def layer_norms(
-    lm: LoadedModel, layers: list[int], norm_prompts: str, base_dir: Path
+    lm: LoadedModel,
+    layers: list[int],
+    norm_prompts: str,
+    base_dir: Path,
+    site: Component = "residual",
 ) -> dict[int, float]:
-    """Typical hidden-state norm per layer, measured once per model and prompt file."""
+    """Typical norm per layer of the site's output, measured once per model, prompt file
+    and site."""
     path = resolve_data_path(norm_prompts, base_dir)
     if path is None:
         raise VectorFileError(f"norm_prompts '{norm_prompts}' not found")
-    memo: dict[int, float] = lm.cache.setdefault(("typical_norms", str(path)), {})
+    memo_key: tuple[str, ...] = ("typical_norms", str(path))
+    if site != "residual":
+        memo_key = (*memo_key, site)
+    memo: dict[int, float] = lm.cache.setdefault(memo_key, {})
     missing = [i for i in layers if i not in memo]
     if missing:
         texts = [p.text for p in load_prompts(PromptSource(file=str(path)))]
-        memo.update(typical_norms(lm, texts, missing))
+        memo.update(typical_norms(lm, texts, missing, site=site))
     return {i: memo[i] for i in layers}
 
 
@@ -268,12 +329,22 @@ class NormScaling(MethodParams):
 
 
 class ActivationParams(NormScaling):
-    layers: Layers = Field(description="Decoder layer indices (0-based) to steer.")
-    coefficient: float = Field(
+    layers: Layers = Field(
         description=(
-            "add: multiplier of the vector; ablate: share of the direction removed (1 = all)."
+            "Decoder layers (0-based block outputs), 'embedding' (the embedding output) or "
+            "depth ranges like '30%-60%'."
         )
     )
+    coefficient: float | list[float] = Field(
+        description=(
+            "add: multiplier of the vector; ablate: share of the direction removed (1 = all). "
+            "One number, or one per layer (aligned with layers)."
+        )
+    )
+    site: Component = Field(
+        "residual", description="Where in the block: its output, its attention or its MLP output."
+    )
+    normalize: bool = Field(False, description="Scale each layer's vector to unit norm first.")
     mode: Literal["add", "ablate"] = Field(
         "add", description="add the vector, or ablate its direction"
     )
@@ -292,7 +363,23 @@ class ActivationParams(NormScaling):
     def _modes(self) -> ActivationParams:
         if self.mode == "ablate" and self.coefficient_mode == "norm":
             raise ValueError("coefficient_mode = 'norm' applies to mode = 'add' only")
+        if isinstance(self.coefficient, list) and len(self.coefficient) != len(self.layers):
+            raise ValueError(
+                f"coefficient lists {len(self.coefficient)} value(s) for {len(self.layers)} "
+                f"layer(s) {[layer_label(i) for i in self.layers]}; give one per layer, or one"
+            )
+        if self.site != "residual" and EMBEDDING in self.layers:
+            raise ValueError(
+                f"'embedding' is a point of the residual stream; site = '{self.site}' "
+                "takes block indices"
+            )
         return self
+
+    def coefficients(self) -> dict[int, float]:
+        """The coefficient of each layer."""
+        c = self.coefficient
+        values = c if isinstance(c, list) else [c] * len(self.layers)
+        return dict(zip(self.layers, values, strict=True))
 
 
 class ActivationSteering(BaseMethod):
@@ -314,7 +401,8 @@ class ActivationSteering(BaseMethod):
     def check(  # type: ignore[override]
         cls, params: ActivationParams, info: ModelInfo, context: MethodContext
     ) -> list[str]:
-        problems = check_layers(params.layers, info, "params.layers")
+        problems = check_layers(params.layers, info, "params.layers", params.site)
+        problems += check_site(params.site, info, "params.site")
         try:
             src = resolve_source(params.vector, context)
         except VectorFileError as exc:
@@ -334,36 +422,79 @@ class ActivationSteering(BaseMethod):
         }
         if p.control != "none":
             fp["control"] = {"kind": p.control, "seed": p.control_seed}
+        # New options enter only when set, so that existing conditions keep their ids.
+        if p.site != "residual":
+            fp["site"] = p.site
+        if p.normalize:
+            fp["normalize"] = True
         return fp | p.norm_fingerprint(self.context.base_dir)
 
     def prepare(self, lm: LoadedModel) -> dict[str, Any]:
         p = self.params
-        self.vector, origin = obtain_vector(lm, self.source, p.layers, self.context)
+        self.vector, origin = obtain_vector(lm, self.source, p.layers, self.context, p.site)
         if p.control == "random":
             self.vector = random_like(self.vector, p.control_seed)
             origin = f"random direction of the norm of {origin} (seed {p.control_seed})"
         norms = self.vector.norms()
+        self._check_embedding(norms)
+        if p.normalize:
+            self.vector = SteeringVector(
+                {i: v.float() / norms[i] for i, v in self.vector.directions.items()},
+                {**self.vector.metadata, "normalized": True},
+            )
         meta: dict[str, Any] = {
             "vector": origin,
             "vector_metadata": self.vector.metadata,
             "vector_norms": {str(i): norms[i] for i in p.layers},
         }
+        coefs = p.coefficients()
         if p.coefficient_mode == "norm":
-            typical = layer_norms(lm, p.layers, p.norm_prompts, self.context.base_dir)
-            self.scales = {i: p.coefficient * typical[i] / norms[i] for i in p.layers}
+            typical = layer_norms(lm, p.layers, p.norm_prompts, self.context.base_dir, p.site)
+            # After normalize the vector's norm is 1.
+            size = dict.fromkeys(p.layers, 1.0) if p.normalize else norms
+            self.scales = {i: coefs[i] * typical[i] / size[i] for i in p.layers}
             meta["typical_norms"] = {str(i): typical[i] for i in p.layers}
         else:
-            self.scales = dict.fromkeys(p.layers, p.coefficient)
+            self.scales = coefs
         meta["effective_coefficients"] = {str(i): s for i, s in self.scales.items()}
         return meta
+
+    def _check_embedding(self, norms: dict[int, float]) -> None:
+        """A zero direction where the pairs' last tokens are all the same: warn, and refuse
+        to divide by its norm."""
+        p = self.params
+        zero = [i for i in p.layers if norms[i] == 0.0]
+        if EMBEDDING in zero:
+            src = self.source
+            log.warning(
+                "%s: the vector is zero at the embedding output: a last-token difference "
+                "vanishes there when every pair ends in the same token; use the mean over "
+                'tokens there (vector aggregate = "mean")',
+                self.context.condition,
+            )
+            if src.aggregate == "last" and (p.coefficient_mode == "norm" or p.normalize):
+                raise VectorFileError(
+                    f"{self.context.condition}: the vector is zero at the embedding output "
+                    "(every pair ends in the same token), so it cannot be scaled to a norm; "
+                    'set aggregate = "mean" in the vector source'
+                )
+        elif zero and (p.coefficient_mode == "norm" or p.normalize):
+            raise VectorFileError(
+                f"{self.context.condition}: the vector is zero at layers {zero}, so it cannot "
+                "be scaled to a norm"
+            )
+
+    def modules(self, lm: LoadedModel) -> torch.nn.ModuleList:
+        """The modules whose outputs this condition edits (its site's, per layer)."""
+        return site_modules(lm.layers, self.params.site)
 
     def edits(self) -> dict[int, EditFn]:
         if self.vector is None:
             raise RuntimeError("ActivationSteering used before prepare()")
         if self.params.mode == "ablate":
+            coefs = self.params.coefficients()
             return {
-                i: ablate_direction(self.vector.directions[i], self.params.coefficient)
-                for i in self.params.layers
+                i: ablate_direction(self.vector.directions[i], coefs[i]) for i in self.params.layers
             }
         return {
             i: add_vector(self.vector.directions[i], self.scales[i]) for i in self.params.layers
@@ -384,21 +515,25 @@ class ActivationSteering(BaseMethod):
         return None if self.params.control == "none" else self.params.control
 
     def steering_point(self) -> SteeringPoint:
-        return SteeringPoint(list(self.params.layers), self.params.coefficient)
+        c = self.params.coefficient
+        return SteeringPoint(list(self.params.layers), None if isinstance(c, list) else c)
 
     def at(self, layer: int, coefficient: float) -> ActivationParams:
         return self.params.model_copy(update={"layers": [layer], "coefficient": coefficient})
 
     def additions(self) -> dict[int, torch.Tensor] | None:
-        """The vector added at each layer, for steering many conditions in one batch;
-        None when the edit is not a plain addition (ablation)."""
+        """The vector added at each layer's block output (or the embedding output), for
+        steering many conditions in one batch; None when the edit is not a plain addition
+        there (ablation, or an attention or MLP site)."""
         if self.vector is None:
             raise RuntimeError("ActivationSteering used before prepare()")
-        if self.params.mode != "add":
+        if self.params.mode != "add" or self.params.site != "residual":
             return None
         return {i: self.vector.directions[i].float() * self.scales[i] for i in self.params.layers}
 
     @contextmanager
     def apply(self, lm: LoadedModel, batch: BatchInfo) -> Iterator[None]:
-        with edit_residual(lm.layers, self.edits(), self.params.positions, batch.prompt_length):
+        with edit_residual(
+            self.modules(lm), self.edits(), self.params.positions, batch.prompt_length
+        ):
             yield
