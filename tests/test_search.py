@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from harness.config.prompts import Prompt
-from harness.config.spec import Guard, SearchSpec, SpecError, depth_range, load_spec
+from harness.config.spec import Guard, SearchSpec, SpecError, load_spec
+from harness.config.vectors import depth_range
 from harness.core.store import JsonlStore
 from harness.run.plan import build_plan, split_prompts
 from harness.run.runner import open_plan, run_stages
@@ -237,9 +238,9 @@ def test_trait_guide_preset_fills_the_guides_settings_and_explicit_ones_win():
 
 
 def test_depth_ranges_pick_blocks_by_relative_depth():
-    assert depth_range("30%-60%", 30) == list(range(9, 19))
+    assert depth_range("30%-60%", 30) == list(range(9, 18))
     assert depth_range("0%-100%", 4) == [0, 1, 2, 3]
-    assert depth_range("50%-50%", 4) == [2]
+    assert depth_range("50%-75%", 4) == [2]
     with pytest.raises(ValueError, match="depth range"):
         depth_range("30-60", 10)
 

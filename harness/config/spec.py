@@ -31,7 +31,7 @@ from pydantic import (
 )
 
 from harness.config.paths import climbs_out, is_absolute, resolve_data_path
-from harness.config.vectors import LibraryVector
+from harness.config.vectors import LibraryVector, depth_range
 from harness.core.errors import SpecError
 from harness.core.params import Seed, Strict
 from harness.core.registry import closest
@@ -215,20 +215,6 @@ SEARCH_PRESETS: dict[str, dict[str, Any]] = {
 }
 """Shipped search presets: ``preset = "trait-guide"`` fills every setting the spec leaves
 out (anything given explicitly wins)."""
-
-DEPTH_RANGE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)%\s*-\s*(\d+(?:\.\d+)?)%\s*$")
-
-
-def depth_range(text: str, n_layers: int) -> list[int]:
-    """Block indices whose relative depth ``i / n_layers`` lies in ``"a%-b%"`` (inclusive):
-    ``"30%-60%"`` of a 30-block model is blocks 9..18."""
-    m = DEPTH_RANGE_RE.match(text)
-    if m is None:
-        raise ValueError(f"'{text}' is not a depth range like '30%-60%'")
-    lo, hi = float(m.group(1)) / 100, float(m.group(2)) / 100
-    if not 0 <= lo <= hi <= 1:
-        raise ValueError(f"depth range '{text}' must satisfy 0% <= a <= b <= 100%")
-    return [i for i in range(n_layers) if lo - 1e-9 <= i / n_layers <= hi + 1e-9]
 
 
 class SearchSpec(Strict):

@@ -19,8 +19,9 @@ from pydantic import ValidationError
 
 from harness.config.prompts import Prompt, load_prompts
 from harness.config.scorers import ResolvedScorer, resolve_scorer
-from harness.config.spec import ConditionSpec, Spec, depth_range, describe_errors, validate_spec
+from harness.config.spec import ConditionSpec, Spec, describe_errors, validate_spec
 from harness.config.sweeps import expand
+from harness.config.vectors import depth_range
 from harness.core.artifacts import (
     ArtifactError,
     ConditionInfo,
@@ -262,7 +263,12 @@ def search_layers(method: SteeringMethod, cond: ConditionSpec, n_layers: int | N
     ``"30%-60%"`` of the model's ``n_layers`` blocks), else the condition's."""
     assert cond.search is not None
     if isinstance(cond.search.layers, str):
-        return depth_range(cond.search.layers, n_layers) if n_layers else []
+        if not n_layers:
+            return []
+        try:
+            return depth_range(cond.search.layers, n_layers)
+        except ValueError:  # holds no block of this model: build_plan reports it
+            return []
     if cond.search.layers:
         return list(cond.search.layers)
     point = method.steering_point()
