@@ -402,6 +402,9 @@ timeout = 5.0
 batch = {batch}
 batch_poll_interval = 0.02
 batch_poll_max = 0.05
+
+[report]
+path = "{report}"
 """
 
 
@@ -411,7 +414,9 @@ def judged_run(root: Path, model_dir: Path, url: str, batch: bool) -> tuple[Path
     from harness.run.runner import open_plan, run_stages
 
     root.mkdir()
-    extra = JUDGE_SPEC.format(url=url, cache=root / "judge.sqlite", batch=str(batch).lower())
+    extra = JUDGE_SPEC.format(
+        url=url, cache=root / "judge.sqlite", batch=str(batch).lower(), report=root / "r.md"
+    )
     prompts = write_prompts(root / "prompts.jsonl", 3)
     spec = root / "spec.toml"
     spec.write_text(
@@ -423,7 +428,6 @@ def judged_run(root: Path, model_dir: Path, url: str, batch: bool) -> tuple[Path
         )
     )
     plan, source = open_plan(spec)
-    plan.spec.report.path = str(root / "r.md")
     run_stages(plan, source)
     return spec, root / "run"
 
