@@ -204,6 +204,7 @@ def _print_problems(exc: Exception) -> int:
 
 
 def cmd_run(args: argparse.Namespace, stages: tuple[str, ...]) -> int:
+    from harness.report.overview import throughput_text
     from harness.run.runner import Overrides, open_plan, run_stages
 
     ov = Overrides(
@@ -229,6 +230,8 @@ def cmd_run(args: argparse.Namespace, stages: tuple[str, ...]) -> int:
                 f"  {res.details['retryable']} scores failed transiently and are null for now; "
                 "run the same command again to retry them"
             )
+    if summary.throughput and (pace := throughput_text([{"throughput": summary.throughput}])):
+        print(f"throughput: {pace}")
     print(f"run directory: {summary.run_dir}")
     if summary.report is not None:
         print(f"report: {summary.report}")
