@@ -37,14 +37,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from batched_conditions import PROMPTS, RANDOM_CONFIGS, conditions, random_model  # noqa: E402
+from batched_conditions import PROMPTS, RANDOM_CONFIGS, conditions, random_model
 
-import harness.run.generation as generation  # noqa: E402
-from harness.config.spec import GenerationSpec, ModelSpec  # noqa: E402
-from harness.model.chat import build_messages, render  # noqa: E402
-from harness.model.loading import LoadedModel, load_model  # noqa: E402
-from harness.run.generation import Row, generate_rows  # noqa: E402
-from harness.steering import MethodContext, MethodParams, NoSteering  # noqa: E402
+import harness.run.generation as generation
+from harness.config.spec import GenerationSpec, ModelSpec
+from harness.model.chat import build_messages, render
+from harness.model.loading import LoadedModel, load_model
+from harness.run.generation import Row, generate_rows
+from harness.steering import MethodContext, MethodParams, NoSteering
 
 
 def _sync() -> None:
