@@ -62,7 +62,9 @@ def load_entries(run_dirs: Sequence[Path]) -> list[RunEntry]:
         seen.add(d.resolve())
         run = RunDir(d)
         if not run.analysis.exists():
-            raise FileNotFoundError(f"{d}: no {run.analysis.name}; run `steer-harness analyze {d}`")
+            raise FileNotFoundError(
+                f"{d}: no {run.analysis.name}; run `steer-harness analyze {d}`"
+            )
         analysis = json.loads(run.analysis.read_text(encoding="utf-8"))
         spec = (
             json.loads(run.spec.read_text(encoding="utf-8"))["spec"] if run.spec.exists() else None
