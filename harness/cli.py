@@ -259,6 +259,7 @@ def _say_absolute_paths(plan: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace, stages: tuple[str, ...]) -> int:
+    from harness.report.overview import throughput_text
     from harness.run.runner import Overrides, open_plan, run_stages
 
     ov = Overrides(
@@ -288,6 +289,8 @@ def cmd_run(args: argparse.Namespace, stages: tuple[str, ...]) -> int:
                 f"  {res.details['retryable']} scores failed transiently and are null for now; "
                 "run the same command again to retry them"
             )
+    if summary.throughput and (pace := throughput_text([{"throughput": summary.throughput}])):
+        print(f"throughput: {pace}")
     from harness.report.format import fmt_usage
 
     for name, usage in judge_usage(summary.run_dir).items():

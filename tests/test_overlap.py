@@ -83,6 +83,9 @@ def test_records_are_the_same_with_and_without_overlap(make_spec, tmp_path: Path
     assert pace["scoring"]["probe"]["texts"] == n_texts
     assert pace["scoring"]["probe"]["overlapped"] is True
     assert m_b["sessions"][-1]["throughput"]["scoring"]["probe"]["overlapped"] is False
+    report = (tmp_path / "overlapped.md").read_text()
+    assert "| throughput | generation " in report and "probe " in report
+    assert sum_a.throughput == pace
     # a re-run does no work, overlapped or not
     plan, source = open_plan(plan_a.run_dir)
     again = run_stages(plan, source)
@@ -101,3 +104,21 @@ def test_a_failing_overlapped_scorer_fails_the_run(make_spec, tmp_path: Path):
     extra = PROBE + "[scorers.params]\nfail = true\n"
     with pytest.raises(RuntimeError, match="probe scorer broke"):
         _run(make_spec, tmp_path, "broken", True, extra)
+
+
+def test_throughput_text_sums_the_sessions():
+    from harness.report.overview import throughput_text
+
+    unit = {"conditions": ["b"], "texts": 10, "new_tokens": 400, "seconds": 4.0}
+    judge = {"texts": 10, "seconds": 2.0, "overlapped": True, "calls": 20}
+    lex = {"texts": 10, "seconds": 0.5, "overlapped": False}
+    sessions = [
+        {"throughput": {"generation": [unit], "scoring": {"judge": judge}}},
+        {"status": "ok"},
+        {"throughput": {"generation": [unit], "scoring": {"judge": judge, "lexicon": lex}}},
+    ]
+    assert throughput_text(sessions) == (
+        "generation 2.5 texts/s, 100.0 new tokens/s; judge 10.0 calls/s (alongside "
+        "generation); lexicon 20.0 texts/s"
+    )
+    assert throughput_text([{"status": "ok"}]) == ""

@@ -10,7 +10,7 @@ from typing import Any
 
 from harness.core.ids import utc_now
 from harness.report.data import RunData
-from harness.report.format import cell, fmt_usage, table
+from harness.report.format import cell, fmt, fmt_usage, table
 
 
 def section_header(run: RunData) -> str:
@@ -27,6 +27,41 @@ def section_header(run: RunData) -> str:
 
 def _params_summary(params: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={json.dumps(v, sort_keys=True)}" for k, v in params.items()) or "—"
+
+
+def throughput_text(sessions: list[dict[str, Any]]) -> str:
+    """Generation and scoring pace over the sessions that did work (each session's
+    throughput in the manifest), e.g. ``generation 3.2 texts/s, 151 new tokens/s; judge
+    41 calls/s (alongside generation)``; empty when no session recorded any."""
+    texts = tokens = 0
+    seconds = 0.0
+    scorers: dict[str, dict[str, Any]] = {}
+    for s in sessions:
+        tp = s.get("throughput") or {}
+        for unit in tp.get("generation", []):
+            texts += unit["texts"]
+            tokens += unit["new_tokens"]
+            seconds += unit["seconds"]
+        for name, sc in tp.get("scoring", {}).items():
+            acc = scorers.setdefault(name, {"texts": 0, "seconds": 0.0, "overlapped": False})
+            acc["texts"] += sc["texts"]
+            acc["seconds"] += sc["seconds"]
+            acc["overlapped"] |= bool(sc.get("overlapped"))
+            if "calls" in sc:
+                acc["calls"] = acc.get("calls", 0) + sc["calls"]
+    parts = []
+    if seconds > 0:
+        parts.append(
+            f"generation {fmt(texts / seconds, 1)} texts/s, {fmt(tokens / seconds, 1)} new tokens/s"
+        )
+    for name, acc in scorers.items():
+        if acc["seconds"] <= 0:
+            continue
+        unit = "calls" if "calls" in acc else "texts"
+        rate = fmt(acc.get("calls", acc["texts"]) / acc["seconds"], 1)
+        alongside = " (alongside generation)" if acc["overlapped"] else ""
+        parts.append(f"{name} {rate} {unit}/s{alongside}")
+    return "; ".join(parts)
 
 
 def section_setup(run: RunData) -> str:
@@ -50,6 +85,9 @@ def section_setup(run: RunData) -> str:
         ["decoding", f"{decoding}, {gen['max_new_tokens']} new tokens at most"],
         ["baseline", f"`{spec['baseline']['name']}` (method `{spec['baseline']['method']}`)"],
     ]
+    pace = throughput_text((run.manifest or {}).get("sessions", []))
+    if pace:
+        rows.append(["throughput", pace])
     cond_rows = [
         [f"`{c['name']}`", f"`{c['method']}`", cell(_params_summary(c["params"]), 300)]
         for c in spec["conditions"]

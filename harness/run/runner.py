@@ -171,6 +171,8 @@ class RunSummary:
     report: Path | None = None
     stages: dict[str, StageResult] = field(default_factory=dict)
     searches: dict[str, ChosenPoint | None] = field(default_factory=dict)
+    throughput: dict[str, Any] | None = None
+    """This session's generation and scoring pace (as in its manifest session)."""
 
 
 def run_stages(
@@ -240,6 +242,7 @@ def _run_locked(
             log.info("stage analyze")
             analyze_plan(plan)
         # The session is closed before the report so the report shows it finished.
+        summary.throughput = (manifest.session or {}).get("throughput")
         manifest.finish("ok")
         if "report" in stages:
             log.info("stage report")
