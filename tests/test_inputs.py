@@ -15,6 +15,7 @@ from small_run import build_finished_run
 
 from harness.cli import main
 from harness.core.scoring import ScorerParams
+from harness.steering.methods.prompt import PromptSteering
 
 
 def _check(spec: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
@@ -305,3 +306,20 @@ def test_missing_sdk_of_a_scorer_names_the_extra(make_spec: Any, capsys: Any) ->
     assert rc == 2
     assert "needs the 'surely_not_installed_sdk' package" in text
     assert "pip install 'steer-harness[sdkextra]'" in text
+
+
+class NanPrepareSteering(PromptSteering):
+    """A prompt method whose prepare step reports a NaN (as a broken vector would)."""
+
+    def prepare(self, lm: Any) -> dict[str, Any]:
+        return {"norms": {"1": float("nan")}}
+
+
+def test_nan_in_prepare_metadata_is_one_line(make_spec: Any, capsys: Any) -> None:
+    spec = _edit(make_spec(), 'method = "prompt"', 'method = "test_inputs:NanPrepareSteering"')
+    rc = main(["generate", str(spec)])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "condition 'persona'" in err and "norms.1" in err
+    manifest = spec.parent / "run" / "manifest.json"
+    json.loads(manifest.read_text())  # still valid JSON: nothing half-written

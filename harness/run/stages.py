@@ -8,13 +8,14 @@ report inside one manifest session.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
-from harness.core.errors import StoreError
+from harness.core.errors import SpecError, StoreError
 from harness.core.ids import content_id
 from harness.core.manifest import Manifest
 from harness.core.records import GenerationRecord, ScoreRecord
@@ -136,6 +137,15 @@ def generate_stage(plan: Plan, manifest: Manifest, models: ModelHolder) -> Stage
     before = snapshot(lm.model)
     for cond in pending:
         meta = cond.method.prepare(lm)
+        if (bad := non_finite_at(meta)) is not None:
+            raise SpecError(
+                plan.spec.name,
+                [
+                    f"condition '{cond.name}': method '{cond.method_name}' prepared a "
+                    f"non-finite number at '{bad}' (NaN or infinite); check its vector or "
+                    "its source"
+                ],
+            )
         prepared[cond.name] = {"method": cond.method_name, "key": cond.key, **meta}
     manifest.save()
     gen = plan.spec.generation
@@ -208,6 +218,24 @@ def load_generations(plan: Plan, ids: set[str]) -> list[dict[str, Any]]:
 def current_generations(plan: Plan) -> list[dict[str, Any]]:
     """This plan's generation records (records of items no longer in the spec are skipped)."""
     return load_generations(plan, {it.id for it in plan.items})
+
+
+def non_finite_at(obj: Any, where: str = "") -> str | None:
+    """The path of the first NaN or infinite number in a JSON-like value, if any."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return where or "(top level)"
+    items = (
+        obj.items()
+        if isinstance(obj, dict)
+        else enumerate(obj)
+        if isinstance(obj, list | tuple)
+        else ()
+    )
+    for key, value in items:
+        found = non_finite_at(value, f"{where}.{key}" if where else str(key))
+        if found is not None:
+            return found
+    return None
 
 
 def scored_metrics(store: JsonlStore) -> dict[str, dict[str, frozenset[str]]]:
