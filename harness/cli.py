@@ -525,7 +525,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_validate_scorer(args)
         if args.command == "locate":
             return cmd_locate(args)
-    except (UserError, FileNotFoundError) as exc:
+    except (UserError, OSError) as exc:  # OSError: a path that cannot be read or written
         if args.debug:
             raise
         return _print_problems(exc)

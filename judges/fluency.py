@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -52,6 +53,11 @@ class FluencyScorer:
 
     Params = FluencyParams
     metrics = ("perplexity", "repetition")
+
+    @classmethod
+    def metric_names(cls, params: FluencyParams, base_dir: Path) -> list[str]:
+        """The metrics it gives (what ``check`` compares a search's trait with)."""
+        return list(cls.metrics)
 
     def __init__(self, params: FluencyParams, context: ScorerContext):
         self.params = params

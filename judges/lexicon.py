@@ -296,6 +296,15 @@ class LexiconScorer:
     def metrics(self) -> list[str]:
         return list(self.lexicon.categories)
 
+    @classmethod
+    def metric_names(cls, params: LexiconParams, base_dir: Path) -> list[str]:
+        """The metrics these params give, without scoring (what ``check`` compares a
+        search's trait with); empty when the lexicon cannot be read (``check`` says why)."""
+        try:
+            return list(load_lexicon(params, base_dir).categories)
+        except LexiconError:
+            return []
+
     @property
     def notice(self) -> str | None:
         """A licence notice the report must show, if any."""

@@ -3,6 +3,7 @@ checks and its content key. One path for runs (``run.plan``) and ``validate-scor
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,24 @@ class ResolvedScorer:
         return factory(self.params, context)
 
 
+def missing_packages(cls: type[Any]) -> list[str]:
+    """The packages a scorer declares it needs (``requires``: module -> extra) that are
+    not installed, each with the install command, so ``check`` says it before a run."""
+    requires: dict[str, str] = getattr(cls, "requires", {}) or {}
+    out = []
+    for module, extra in requires.items():
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            out.append(
+                f"scorer '{getattr(cls, '__name__', cls)}' needs the '{module}' package: "
+                f"pip install 'steer-harness[{extra}]'"
+            )
+    return out
+
+
 def resolve_scorer(
     type_: str, name: str, raw_params: dict[str, Any], base_dir: Path, loc: tuple[int | str, ...]
 ) -> tuple[ResolvedScorer | None, list[str]]:
@@ -46,6 +65,9 @@ def resolve_scorer(
         params = cls.Params.model_validate(raw_params)
     except ValidationError as exc:
         return None, describe_errors(exc, cls.Params, (*loc, "params"))
+    missing = missing_packages(cls)
+    if missing:
+        return None, [f"{where}.type: {m}" for m in missing]
     check = getattr(cls, "check", None)
     problems = [f"{where}.{p}" for p in check(params, base_dir)] if check is not None else []
     key_data = getattr(params, "key_data", None)

@@ -140,12 +140,17 @@ _STORED = ConfigDict(extra="allow", strict=True)
 @with_config(_STORED)
 class StoredModel(TypedDict):
     id: str
+    chat_template: str
 
 
 @with_config(_STORED)
 class StoredGeneration(TypedDict):
     seeds: list[int]
     max_new_tokens: int
+    sampling: bool
+    temperature: float
+    top_p: float
+    top_k: int
 
 
 @with_config(_STORED)

@@ -5,7 +5,8 @@ type it is declared with (``true`` is not 1, ``"8"`` is not 8; an int is a valid
 
 from __future__ import annotations
 
-from typing import Annotated
+import math
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -20,3 +21,21 @@ class Strict(BaseModel):
     NaN must never be silently ignored or carried into a run."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
+
+
+def non_finite_at(obj: Any, where: str = "") -> str | None:
+    """The path of the first NaN or infinite number in a JSON-like value, if any."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return where or "(top level)"
+    items = (
+        obj.items()
+        if isinstance(obj, dict)
+        else enumerate(obj)
+        if isinstance(obj, list | tuple)
+        else ()
+    )
+    for key, value in items:
+        found = non_finite_at(value, f"{where}.{key}" if where else str(key))
+        if found is not None:
+            return found
+    return None

@@ -76,6 +76,10 @@ class ModelInfo:
     model_type: str
     num_layers: int
     hidden_size: int
+    max_positions: int | None = None
+    """The longest sequence (prompt + new tokens) the model takes, when its config says."""
+    causal_lm: bool = True
+    """Whether transformers can load it as a causal LM (AutoModelForCausalLM)."""
 
 
 def load_config(spec: ModelSpec) -> Any:
@@ -97,7 +101,42 @@ def model_info(config: Any) -> ModelInfo:
     text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
     layers = getattr(text_config, "num_hidden_layers", None) or getattr(text_config, "n_layer", 0)
     hidden = getattr(text_config, "hidden_size", None) or getattr(text_config, "n_embd", 0)
-    return ModelInfo(str(config.model_type), int(layers or 0), int(hidden or 0))
+    positions = getattr(text_config, "max_position_embeddings", None) or getattr(
+        text_config, "n_positions", None
+    )
+    return ModelInfo(
+        str(config.model_type),
+        int(layers or 0),
+        int(hidden or 0),
+        int(positions) if isinstance(positions, int) and positions > 0 else None,
+        is_causal_lm(config),
+    )
+
+
+def is_causal_lm(config: Any) -> bool:
+    """True when AutoModelForCausalLM has a class for this config (or its code is remote)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    if getattr(config, "auto_map", None) and "AutoModelForCausalLM" in config.auto_map:
+        return True
+    return str(getattr(config, "model_type", "")) in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+
+def has_chat_template(spec: ModelSpec) -> bool:
+    """Whether the model's tokenizer has a chat template (loads the tokenizer, not weights)."""
+    from transformers import AutoTokenizer
+
+    source, gguf = resolve_source(spec)
+    kwargs: dict[str, Any] = {"trust_remote_code": spec.trust_remote_code}
+    if gguf:
+        kwargs["gguf_file"] = gguf
+    if spec.revision:
+        kwargs["revision"] = spec.revision
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load the tokenizer of '{spec.id}': {exc}") from exc
+    return bool(getattr(tokenizer, "chat_template", None))
 
 
 @dataclass

@@ -69,14 +69,14 @@ def load_entries(run_dirs: Sequence[Path]) -> list[RunEntry]:
         spec = None
         if run.spec.exists():
             fix = "run its spec file again to store it"
-            spec = read_artifact(run.spec, StoredSpec, fix, as_stored=True)["spec"]
+            spec = dict(read_artifact(run.spec, StoredSpec, fix, as_stored=True)["spec"])
         prompts = None
         if run.generations.exists():
             prompts = {
                 str(g["prompt_id"]): str(g.get("prompt", ""))
                 for g in JsonlStore(run.generations, GENERATION_CHECKS).iter_dicts()
             }
-        label = str(spec["name"]) if spec else d.name
+        label = str(spec.get("name") or d.name) if spec else d.name
         entries.append(RunEntry(label, d, analysis, spec, prompts or None))
     counts: dict[str, int] = {}
     for e in entries:

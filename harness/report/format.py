@@ -7,6 +7,7 @@ spec is made safe for a table cell.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -56,12 +57,27 @@ def fmt_usage(usage: Mapping[str, Any]) -> str:
     )
 
 
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]{}()#+!|~>-])")
+
+
+def md_text(text: str) -> str:
+    """Text from a spec or records (a description, a name, a prompt) shown as itself in
+    markdown: HTML tags, links, emphasis and headings in it are escaped, not rendered."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MD_SPECIAL.sub(r"\\\1", text.replace("\r", ""))
+
+
 def cell(text: str, limit: int | None = None) -> str:
-    """Text made safe for one markdown table cell."""
+    """Text made safe for one markdown table cell (HTML tags in it are escaped)."""
     if limit is not None and len(text) > limit:
         text = text[: limit - 1].rstrip() + "…"
     return (
-        text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", "").replace("\n", "<br>")
+        text.replace("\\", "\\\\")
+        .replace("|", "\\|")
+        .replace("<", "&lt;")
+        .replace(">", "&gt;")
+        .replace("\r", "")
+        .replace("\n", "<br>")
         or " "
     )
 

@@ -10,14 +10,14 @@ from typing import Any
 
 from harness.core.ids import utc_now
 from harness.report.data import RunData
-from harness.report.format import cell, fmt, fmt_usage, table
+from harness.report.format import cell, fmt, fmt_usage, md_text, table
 
 
 def section_header(run: RunData) -> str:
     spec = run.spec["spec"] if run.spec else {}
     lines = [f"# steer-harness report: {run.name}", ""]
     if spec.get("description"):
-        lines += [spec["description"], ""]
+        lines += [md_text(str(spec["description"])), ""]
     lines.append(
         f"Rendered {utc_now()} from the records in `{run.run_dir}`; re-render without the "
         f"model with `steer-harness report {run.run_dir}`."

@@ -33,10 +33,16 @@ from harness.core.artifacts import (
 from harness.core.errors import ModelLoadError, PromptSetError, SpecError
 from harness.core.files import write_json_atomic
 from harness.core.ids import content_id
-from harness.core.registry import RegistryError
+from harness.core.registry import RegistryError, closest
 from harness.core.rundir import RunDir
 from harness.core.scoring import ScorerContext
-from harness.model.loading import ModelInfo, load_config, model_info, model_key
+from harness.model.loading import (
+    ModelInfo,
+    has_chat_template,
+    load_config,
+    model_info,
+    model_key,
+)
 from harness.steering.base import METHODS, MethodContext, MethodParams, SteeringMethod
 from harness.steering.methods.activation import check_layers, check_source
 
@@ -384,6 +390,60 @@ def _check_library(spec: Spec, info: ModelInfo) -> list[str]:
     return problems
 
 
+def _check_model(spec: Spec, info: ModelInfo) -> list[str]:
+    """What generation would hit late: not a causal LM, too many new tokens for the
+    model's positions, a chat template required that the tokenizer lacks."""
+    problems = []
+    if not info.causal_lm:
+        problems.append(
+            f"model.id: '{spec.model.id}' ({info.model_type}) is not a causal language model "
+            "(AutoModelForCausalLM has no class for it); use a decoder-only LM"
+        )
+    if info.max_positions is not None and spec.generation.max_new_tokens >= info.max_positions:
+        problems.append(
+            f"generation.max_new_tokens: {spec.generation.max_new_tokens} leaves no room for "
+            f"the prompt; the model takes {info.max_positions} positions in all"
+        )
+    if spec.model.chat_template == "on":
+        try:
+            if not has_chat_template(spec.model):
+                problems.append(
+                    f"model.chat_template: 'on' but the tokenizer of '{spec.model.id}' has no "
+                    "chat template; set it to 'auto' or 'off'"
+                )
+        except ModelLoadError as exc:
+            problems.append(f"model.chat_template: {exc}")
+    return problems
+
+
+def _check_search_traits(spec: Spec, scorers: list[ResolvedScorer], base_dir: Path) -> list[str]:
+    """A search's trait and guards must name metrics their scorer produces (when the
+    scorer can say which without loading a model: ``metric_names``)."""
+    problems = []
+    by_name = {s.name: s for s in scorers}
+    for i, cond in enumerate(spec.conditions):
+        if cond.search is None:
+            continue
+        refs = [("trait", cond.search.trait)] + [
+            (f"guards[{j}].metric", g.metric) for j, g in enumerate(cond.search.guards)
+        ]
+        for field_name, ref in refs:
+            scorer_name, metric = ref.split("/", 1)
+            sc = by_name.get(scorer_name)
+            names_of = getattr(sc.scorer_cls, "metric_names", None) if sc else None
+            if sc is None or names_of is None:
+                continue
+            names = list(names_of(sc.params, base_dir) or [])
+            if names and metric not in names:
+                hint = closest(metric, names)
+                problems.append(
+                    f"conditions[{i}].search.{field_name}: scorer '{scorer_name}' produces no "
+                    f"metric '{metric}' (it has {', '.join(names)})"
+                    + (f"; did you mean '{scorer_name}/{hint}'?" if hint else "")
+                )
+    return problems
+
+
 def _resolve_scorers(spec: Spec, problems: list[str]) -> list[ResolvedScorer]:
     resolved = []
     for index, sc in enumerate(spec.scorers):
@@ -467,11 +527,13 @@ def build_plan(spec: Spec, source: str, run_dir: Path | None = None) -> Plan:
         problems.append(f"model.id: {exc}")
     if info is not None:
         problems += _check_library(spec, info)
+        problems += _check_model(spec, info)
     run = RunDir(run_dir)
     # Scorers and prompts are resolved first (a search result's key depends on them);
     # their problems are listed after the conditions', in the order of the spec.
     later: list[str] = []
     scorers = _resolve_scorers(spec, later)
+    later += _check_search_traits(spec, scorers, spec._base_dir)
     prompts: list[Prompt] = []
     try:
         prompts = load_prompts(spec.prompts)
@@ -528,4 +590,4 @@ def load_run_spec(run_dir: Path) -> Spec:
     stored = read_artifact(path, StoredSpec, fix)
     if "base_dir" not in stored:
         raise ArtifactError(path, "base_dir: Field required", fix)
-    return validate_spec(stored["spec"], str(path), Path(stored["base_dir"]))
+    return validate_spec(dict(stored["spec"]), str(path), Path(stored["base_dir"]))

@@ -107,8 +107,16 @@ class SteeringVector:
             raise VectorFileError(
                 f"{path}: not a readable safetensors vector file ({exc})"
             ) from None
-        meta = json.loads(raw_meta.get("steer_harness", "{}"))
-        return cls(directions, meta)
+        bad = [i for i, v in sorted(directions.items()) if not bool(torch.isfinite(v).all())]
+        if bad:
+            raise VectorFileError(
+                f"{path}: layers {bad} hold NaN or infinite values; re-extract the vector"
+            )
+        try:
+            meta = json.loads(raw_meta.get("steer_harness", "{}"))
+        except ValueError:
+            raise VectorFileError(f"{path}: its steer_harness metadata is not JSON") from None
+        return cls(directions, meta if isinstance(meta, dict) else {})
 
     @contextmanager
     def apply(

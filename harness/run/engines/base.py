@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from harness.config.spec import GenerationSpec
+from harness.core.errors import SpecError
+from harness.core.params import non_finite_at
 from harness.model.loading import LoadedModel
 from harness.run.generation import Output, Row, generate_rows
 from harness.run.plan import ResolvedCondition
@@ -150,6 +152,15 @@ class UnitRunner:
             if name not in self.prepared:
                 cond = self.conditions[name]
                 meta = cond.method.prepare(self.lm)
+                if (bad := non_finite_at(meta)) is not None:
+                    raise SpecError(
+                        cond.name,
+                        [
+                            f"condition '{cond.name}': method '{cond.method_name}' prepared a "
+                            f"non-finite number at '{bad}' (NaN or infinite); check its vector "
+                            "or its source"
+                        ],
+                    )
                 self.prepared[name] = {"method": cond.method_name, "key": cond.key, **meta}
                 new[name] = self.prepared[name]
         return new
