@@ -6,8 +6,8 @@ only when it is chosen.
 
 from __future__ import annotations
 
-from importlib.util import find_spec
 from collections.abc import Callable, Sequence
+from importlib.util import find_spec
 
 from harness.config.spec import ExecutionSpec, GenerationSpec, ModelSpec
 from harness.core.errors import EngineError
