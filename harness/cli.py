@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from harness import __version__
 from harness.core.errors import UserError
@@ -62,6 +63,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--report", help="report path (default: report.path in the spec, else reports/<name>.md)"
     )
+    p.add_argument(
+        "--baseline-only",
+        action="store_true",
+        help="leave the spec's conditions out: generate, score and report the baseline alone",
+    )
+
+    p = sub.add_parser(
+        "rescore",
+        help="re-score stored texts with the spec file's current scorers, re-analyse, re-render",
+        description=(
+            "Score a run's stored generations with the current scorer settings of its spec "
+            "file (or --spec PATH), without loading the generator, then analyse and render the "
+            "report. spec.json is kept; the new scorer settings are recorded beside it in "
+            "spec.rescore.json."
+        ),
+    )
+    p.add_argument("run_dir", type=Path)
+    p.add_argument(
+        "--scorer",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only this scorer of the spec file (repeatable; default: all of them)",
+    )
+    p.add_argument("--spec", type=Path, help="spec file to read the scorers from")
 
     p = sub.add_parser(
         "check",
@@ -211,9 +237,22 @@ def cmd_run(args: argparse.Namespace, stages: tuple[str, ...]) -> int:
         report_path=getattr(args, "report", None),
         device=getattr(args, "device", None),
         dtype=getattr(args, "dtype", None),
+        baseline_only=bool(getattr(args, "baseline_only", False)),
     )
     plan, source = open_plan(args.target, ov)
     summary = run_stages(plan, source, stages)
+    return _print_summary(summary)
+
+
+def cmd_rescore(args: argparse.Namespace) -> int:
+    from harness.run.runner import rescore
+
+    summary = rescore(args.run_dir, args.spec, args.scorer)
+    print(f"scorer settings recorded in {RunDir(args.run_dir).rescore} (spec.json unchanged)")
+    return _print_summary(summary)
+
+
+def _print_summary(summary: Any) -> int:
     for name, chosen in summary.searches.items():
         if chosen is None:
             print(f"search {name}: no point passed the guards; the condition is left out")
@@ -378,6 +417,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_run(args, ("generate",))
         if args.command == "score":
             return cmd_run(args, ("score",))
+        if args.command == "rescore":
+            return cmd_rescore(args)
         if args.command == "check":
             return cmd_check(args)
         if args.command == "analyze":
