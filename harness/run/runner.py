@@ -182,9 +182,7 @@ def run_stages(plan: Plan, source: str, stages: tuple[str, ...] = STAGES) -> Run
         return _run_locked(plan, source, stages, command, lock.token)
 
 
-def rescore(
-    run_dir: Path, spec_file: Path | None = None, names: Sequence[str] = ()
-) -> RunSummary:
+def rescore(run_dir: Path, spec_file: Path | None = None, names: Sequence[str] = ()) -> RunSummary:
     """Score a run's stored texts with the current scorer settings of its spec file, then
     analyse and re-render, without loading the generator (unless a scorer itself needs it,
     as ``fluency`` does).
