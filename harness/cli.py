@@ -102,6 +102,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--report", help="report path (default: report.path in the spec, else reports/<name>.md)"
     )
+    p.add_argument(
+        "--baseline-only",
+        action="store_true",
+        help="leave the spec's conditions out: generate, score and report the baseline alone",
+    )
+
+    p = sub.add_parser(
+        "rescore",
+        help="re-score stored texts with the spec file's current scorers, re-analyse, re-render",
+        description=(
+            "Score a run's stored generations with the current scorer settings of its spec "
+            "file (or --spec PATH), without loading the generator, then analyse and render the "
+            "report. spec.json is kept; the new scorer settings are recorded beside it in "
+            "spec.rescore.json."
+        ),
+    )
+    p.add_argument("run_dir", type=Path)
+    p.add_argument(
+        "--scorer",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only this scorer of the spec file (repeatable; default: all of them)",
+    )
+    p.add_argument("--spec", type=Path, help="spec file to read the scorers from")
 
     p = sub.add_parser(
         "check",
@@ -259,7 +284,6 @@ def _say_absolute_paths(plan: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace, stages: tuple[str, ...]) -> int:
-    from harness.report.overview import throughput_text
     from harness.run.runner import Overrides, open_plan, run_stages
 
     ov = Overrides(
@@ -270,10 +294,23 @@ def cmd_run(args: argparse.Namespace, stages: tuple[str, ...]) -> int:
         engine=getattr(args, "engine", None),
         address=getattr(args, "address", None),
         workers=getattr(args, "workers", None),
+        baseline_only=bool(getattr(args, "baseline_only", False)),
     )
     plan, source = open_plan(args.target, ov)
     _say_absolute_paths(plan)
     summary = run_stages(plan, source, stages)
+    return _print_summary(summary)
+
+
+def cmd_rescore(args: argparse.Namespace) -> int:
+    from harness.run.runner import rescore
+
+    summary = rescore(args.run_dir, args.spec, args.scorer)
+    print(f"scorer settings recorded in {RunDir(args.run_dir).rescore} (spec.json unchanged)")
+    return _print_summary(summary)
+
+
+def _print_summary(summary: Any) -> int:
     for name, chosen in summary.searches.items():
         if chosen is None:
             print(f"search {name}: no point passed the guards; the condition is left out")
@@ -509,6 +546,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_run(args, ("generate",))
         if args.command == "score":
             return cmd_run(args, ("score",))
+        if args.command == "rescore":
+            return cmd_rescore(args)
         if args.command == "check":
             return cmd_check(args)
         if args.command == "analyze":

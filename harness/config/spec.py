@@ -436,7 +436,9 @@ class Spec(Strict):
     baseline: ConditionSpec = Field(
         default_factory=lambda: ConditionSpec(name="baseline", method="none")
     )
-    conditions: list[ConditionSpec] = Field(min_length=1)
+    conditions: list[ConditionSpec] = Field(
+        default_factory=list, description="Steering conditions; none: the baseline alone."
+    )
     scorers: list[ScorerSpec] = Field(min_length=1)
     split: SplitSpec = Field(default_factory=SplitSpec)
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)

@@ -234,6 +234,35 @@ class Throughput(TypedDict):
     scoring: dict[str, ScorerThroughput]
 
 
+class RescoredScorers(TypedDict):
+    """``spec.rescore.json``: the scorers a ``rescore`` used instead of the stored spec's,
+    written beside ``spec.json`` (which is never changed by it), read by every later stage
+    and the report as the run's scorers."""
+
+    created: str
+    source: str
+    """The spec file the scorer settings were read from."""
+    scorers: list[dict[str, Any]]
+    """The run's scorers after the rescore, as spec ``[[scorers]]`` tables."""
+    replaced: list[str]
+    """Labels of the scorers whose settings came from ``source``."""
+    previous: list[dict[str, Any]]
+    """The stored spec's scorers, for the record."""
+
+
+def stored_spec(spec_path: Path, rescore_path: Path, fix: str) -> dict[str, Any]:
+    """``spec.json`` as stored, with the scorers of a later ``rescore`` in place of its own
+    (and the rescore's record under ``"rescored"``) when ``spec.rescore.json`` exists."""
+    stored: dict[str, Any] = dict(read_artifact(spec_path, StoredSpec, fix, as_stored=True))
+    if rescore_path.exists():
+        over = read_artifact(
+            rescore_path, RescoredScorers, "delete it to use the stored spec's scorers"
+        )
+        stored["spec"] = {**stored["spec"], "scorers": over["scorers"]}
+        stored["rescored"] = dict(over)
+    return stored
+
+
 @with_config(ConfigDict(extra="allow"))
 class ManifestSession(TypedDict):
     command: str

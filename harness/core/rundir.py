@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 SPEC = "spec.json"
+RESCORE = "spec.rescore.json"
 MANIFEST = "manifest.json"
 GENERATIONS = "generations.jsonl"
 SCORES = "scores.jsonl"
@@ -33,6 +34,11 @@ class RunDir:
     @property
     def spec(self) -> Path:
         return self.root / SPEC
+
+    @property
+    def rescore(self) -> Path:
+        """The scorer settings of the latest ``rescore``, kept beside the stored spec."""
+        return self.root / RESCORE
 
     @property
     def manifest(self) -> Path:

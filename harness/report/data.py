@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.analysis.table import Table, score_table
-from harness.core.artifacts import StoredAnalysis, StoredSpec, read_artifact
+from harness.core.artifacts import StoredAnalysis, read_artifact, stored_spec
 from harness.core.manifest import read_manifest
 from harness.core.rundir import RunDir
 from harness.core.store import GENERATION_CHECKS, SCORE_CHECKS, Fields, JsonlStore
@@ -128,7 +128,7 @@ def load_run(run_dir: Path) -> RunData:
     spec = None
     if run.spec.exists():
         fix = "run its spec file again to store it"
-        spec = dict(read_artifact(run.spec, StoredSpec, fix, as_stored=True))
+        spec = stored_spec(run.spec, run.rescore, fix)
     return RunData(
         run.root,
         dict(analysis),

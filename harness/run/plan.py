@@ -26,9 +26,9 @@ from harness.core.artifacts import (
     ArtifactError,
     ConditionInfo,
     SearchResult,
-    StoredSpec,
     SweepInfo,
     read_artifact,
+    stored_spec,
 )
 from harness.core.errors import ModelLoadError, PromptSetError, SpecError
 from harness.core.files import write_json_atomic
@@ -570,7 +570,12 @@ def build_plan(spec: Spec, source: str, run_dir: Path | None = None) -> Plan:
 
 
 def save_spec(plan: Plan, source: str) -> None:
-    """Store the resolved spec in the run directory, so later stages need only the folder."""
+    """Store the resolved spec in the run directory, so later stages need only the folder.
+
+    A spec file run again supersedes the scorers a ``rescore`` recorded beside the stored
+    spec; a run directory resumed after a rescore keeps both files as they are."""
+    if plan.run.rescore.exists() and Path(source).resolve() == plan.run.spec.resolve():
+        return
     write_json_atomic(
         plan.run.spec,
         {
@@ -579,6 +584,7 @@ def save_spec(plan: Plan, source: str) -> None:
             "spec": plan.spec.model_dump(mode="json"),
         },
     )
+    plan.run.rescore.unlink(missing_ok=True)
 
 
 def load_run_spec(run_dir: Path) -> Spec:
@@ -587,7 +593,7 @@ def load_run_spec(run_dir: Path) -> Spec:
     if not path.exists():
         raise SpecError(str(run_dir), [f"no {path.name} here; is this a run directory?"])
     fix = "run the spec file itself (`run SPEC`) to store it again"
-    stored = read_artifact(path, StoredSpec, fix)
+    stored = stored_spec(path, RunDir(run_dir).rescore, fix)
     if "base_dir" not in stored:
         raise ArtifactError(path, "base_dir: Field required", fix)
     return validate_spec(dict(stored["spec"]), str(path), Path(stored["base_dir"]))

@@ -11,25 +11,31 @@ while that key is unchanged, so a re-run with nothing new does not recompute it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
 from harness import __version__
 from harness.analysis.analyze import analyze_run_dir
-from harness.config.spec import Spec, load_spec
+from harness.config.spec import Spec, load_spec, validate_spec
 from harness.core.artifacts import (
     AnalysisDoc,
     ArtifactError,
     ChosenPoint,
     ConditionInfo,
+    RescoredScorers,
     StoredAnalysis,
+    StoredSpec,
     read_artifact,
 )
-from harness.core.files import file_sha256
-from harness.core.ids import content_id
+from harness.core.errors import SpecError
+from harness.core.files import file_sha256, write_json_atomic
+from harness.core.ids import content_id, utc_now
 from harness.core.lock import RunLock
 from harness.core.manifest import Manifest
+from harness.core.registry import closest
+from harness.core.rundir import RunDir
 from harness.report.markdown import write_report
 from harness.run.overlap import OverlappedScoring, overlappable
 from harness.run.plan import Plan, build_plan, load_run_spec, save_spec
@@ -56,6 +62,8 @@ class Overrides:
     engine: str | None = None
     address: str | None = None
     workers: int | None = None
+    baseline_only: bool = False
+    """Drop the spec's conditions: generate, score and report the baseline alone."""
 
 
 def open_plan(target: str | Path, overrides: Overrides | None = None) -> tuple[Plan, str]:
@@ -89,6 +97,8 @@ def open_plan(target: str | Path, overrides: Overrides | None = None) -> tuple[P
         run_dir = Path(ov.output_dir)
     if ov.report_path:
         spec.report.path = ov.report_path
+    if ov.baseline_only:
+        spec.conditions = []
     return build_plan(spec, source, run_dir), source
 
 
@@ -197,10 +207,78 @@ def merge_results(a: StageResult, b: StageResult) -> StageResult:
     return StageResult(a.done_before + b.done_before, a.done_now + b.done_now, details)
 
 
+def rescore(run_dir: Path, spec_file: Path | None = None, names: Sequence[str] = ()) -> RunSummary:
+    """Score a run's stored texts with the current scorer settings of its spec file, then
+    analyse and re-render, without loading the generator (unless a scorer itself needs it,
+    as ``fluency`` does).
+
+    The settings come from ``spec_file`` (default: the file the run was made from, named in
+    ``spec.json``): all its scorers, or only those named in ``names``, which replace the
+    stored scorers of the same name or are added. ``spec.json`` is left as it is; the run's
+    scorers from now on are recorded beside it in ``spec.rescore.json`` (with the stored
+    ones, and where they came from), which ``score``, ``analyze``, ``report`` and a resumed
+    ``run RUN_DIR`` read. Running the spec file again stores it whole and drops that file.
+    Texts already scored under a scorer's current settings (its content key) are not
+    scored again."""
+    run = RunDir(run_dir)
+    stored = load_run_spec(run.root)
+    raw = read_artifact(run.spec, StoredSpec, "run the spec file again to store it")
+    path = spec_file or Path(str(raw.get("source") or ""))
+    if not path.is_file() or path.resolve() == run.spec.resolve():
+        raise SpecError(
+            str(run.spec),
+            [
+                f"rescore reads the scorer settings from the run's spec file, and "
+                f"'{path}' is not one; name it with --spec PATH"
+            ],
+        )
+    current = load_spec(path)
+    labels = [s.label for s in current.scorers]
+    unknown = [n for n in names if n not in labels]
+    if unknown:
+        hint = closest(unknown[0], labels)
+        raise SpecError(
+            str(path),
+            [
+                f"--scorer: {unknown} not among the scorers of {path.name} ({', '.join(labels)})"
+                + (f"; did you mean '{hint}'?" if hint else "")
+            ],
+        )
+    chosen = [s for s in current.scorers if not names or s.label in names]
+    by_label = {s.label: s for s in stored.scorers}
+    for s in chosen:
+        by_label[s.label] = s
+    spec = stored.model_copy(update={"scorers": list(by_label.values())})
+    spec._base_dir = stored._base_dir
+    source = str(run.spec)
+    plan = build_plan(spec, source, run.root)
+    stages = ("score", "analyze", "report")
+    with RunLock(plan.run, "rescore") as lock:
+        record: RescoredScorers = {
+            "created": utc_now(),
+            "source": str(path),
+            "scorers": [s.model_dump(mode="json") for s in spec.scorers],
+            "replaced": [s.label for s in chosen],
+            "previous": [
+                s.model_dump(mode="json")
+                for s in validate_spec(raw["spec"], source, stored._base_dir).scorers
+            ],
+        }
+        write_json_atomic(run.rescore, record)
+        return _run_locked(plan, source, stages, "rescore", lock.token, store_spec=False)
+
+
 def _run_locked(
-    plan: Plan, source: str, stages: tuple[str, ...], command: str, token: str, overlap_ok: bool
+    plan: Plan,
+    source: str,
+    stages: tuple[str, ...],
+    command: str,
+    token: str,
+    overlap_ok: bool = True,
+    store_spec: bool = True,
 ) -> RunSummary:
-    save_spec(plan, source)
+    if store_spec:
+        save_spec(plan, source)
     manifest = Manifest(plan.run.manifest)
     manifest.start(command, session_id=token)
     summary = RunSummary(plan.run_dir)
