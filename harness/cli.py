@@ -326,6 +326,8 @@ def _print_summary(summary: Any) -> int:
                 f"  {res.details['retryable']} scores failed transiently and are null for now; "
                 "run the same command again to retry them"
             )
+    from harness.report.overview import throughput_text
+
     if summary.throughput and (pace := throughput_text([{"throughput": summary.throughput}])):
         print(f"throughput: {pace}")
     from harness.report.format import fmt_usage

@@ -261,7 +261,7 @@ def rescore(run_dir: Path, spec_file: Path | None = None, names: Sequence[str] =
             "replaced": [s.label for s in chosen],
             "previous": [
                 s.model_dump(mode="json")
-                for s in validate_spec(raw["spec"], source, stored._base_dir).scorers
+                for s in validate_spec(dict(raw["spec"]), source, stored._base_dir).scorers
             ],
         }
         write_json_atomic(run.rescore, record)
