@@ -24,7 +24,7 @@ from harness.core.files import write_json_atomic
 from harness.core.ids import utc_now
 from harness.core.registry import closest
 from harness.core.rundir import RunDir
-from harness.core.store import SCORE_CHECKS, JsonlStore
+from harness.core.store import FOREIGN_SCORE_CHECKS, JsonlStore
 from harness.stats import compare_paired, finalize
 
 __all__ = ["EXTRAS", "AnalysisError", "analyze_records", "analyze_run_dir"]
@@ -130,7 +130,7 @@ def analyze_run_dir(
     if records is None:
         if not path.exists():
             raise AnalysisError(f"{run}: no {path.name}; run the score stage first")
-        records = JsonlStore(path, SCORE_CHECKS).read()
+        records = JsonlStore(path, FOREIGN_SCORE_CHECKS, finite=True).read()
     result = analyze_records(
         records,
         baseline,

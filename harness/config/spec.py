@@ -344,8 +344,9 @@ class SplitSpec(Strict):
 
 
 class ConditionSpec(Strict):
-    # Sweep points get generated names such as "fear@coefficient=2,layers=8".
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-@=,+]*$")
+    # Sweep and search points get generated names such as "fear@coefficient=2,layers=8"
+    # and "fear~layer=0,coefficient=0.5"; names a user writes match NAME_RE (checked below).
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-@=,+~]*$")
     method: str = Field(description="A registered steering method or 'package.module:Class'.")
     params: dict[str, Any] = Field(default_factory=dict)
     sweep: dict[str, list[Any]] | None = Field(

@@ -32,9 +32,11 @@ def _is_seed(v: Any) -> bool:
 
 
 def _is_value(v: Any) -> bool:
-    if v is None:
-        return True
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    return v is None or (isinstance(v, int | float) and not isinstance(v, bool))
+
+
+def _is_finite_value(v: Any) -> bool:
+    return _is_value(v) and (v is None or math.isfinite(v))
 
 
 def _is_prompt_id(v: Any) -> bool:
@@ -46,16 +48,18 @@ Fields = dict[str, tuple[Callable[[Any], bool], str]]
 
 TEXT = (_is_text, "a string")
 SEED = (_is_seed, "an integer in 0..2^63-1")
-VALUE = (_is_value, "a finite number or null")
+VALUE = (_is_value, "a number or null")
 
 GENERATION_CHECKS: Fields = {
-    "id": TEXT,
     "condition": TEXT,
     "prompt_id": TEXT,
     "seed": SEED,
     "text": TEXT,
 }
 """What every reader of ``generations.jsonl`` relies on."""
+
+STORED_GENERATION_CHECKS: Fields = {"id": TEXT, **GENERATION_CHECKS}
+"""What the stages rely on in the generations of their own run directory."""
 
 SCORE_CHECKS: Fields = {
     "condition": TEXT,
@@ -65,7 +69,14 @@ SCORE_CHECKS: Fields = {
     "metric": TEXT,
     "value": VALUE,
 }
-"""What every reader of ``scores.jsonl`` relies on (foreign score files included)."""
+"""What every reader of ``scores.jsonl`` relies on."""
+
+FOREIGN_SCORE_CHECKS: Fields = {
+    **SCORE_CHECKS,
+    "value": (_is_finite_value, "a finite number or null"),
+}
+"""What ``analyze`` accepts in a ``scores.jsonl`` made elsewhere: numbers and null as values,
+integers as seeds; NaN and Infinity are refused (read with ``finite=True``)."""
 
 STORED_SCORE_CHECKS: Fields = {
     "id": TEXT,
@@ -100,9 +111,11 @@ class JsonlStore:
     (a record that lacks one, or has it with the wrong type, is an error naming the file
     and line, never a crash further on)."""
 
-    def __init__(self, path: Path, fields: Fields | None = None):
+    def __init__(self, path: Path, fields: Fields | None = None, finite: bool = False):
         self.path = Path(path)
         self.fields = fields
+        self.finite = finite
+        """Refuse the NaN and Infinity tokens (not JSON) in the lines read."""
 
     def repair(self) -> int:
         """Cut a torn last line (no trailing newline). Returns the number of bytes dropped."""
@@ -145,7 +158,12 @@ class JsonlStore:
                 if not raw.strip():
                     continue
                 try:
-                    obj = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+                    text = raw.decode("utf-8")
+                    obj = (
+                        json.loads(text, parse_constant=_refuse_constant)
+                        if self.finite
+                        else json.loads(text)
+                    )
                 except (json.JSONDecodeError, UnicodeDecodeError, _NonFinite) as exc:
                     msg = (
                         exc.msg

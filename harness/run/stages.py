@@ -22,7 +22,7 @@ from harness.core.manifest import Manifest
 from harness.core.records import GenerationRecord, ScoreRecord
 from harness.core.scoring import ScoringItem, close_scorer, is_final, score_batch
 from harness.core.secrets import scrub
-from harness.core.store import GENERATION_CHECKS, STORED_SCORE_CHECKS, JsonlStore
+from harness.core.store import STORED_GENERATION_CHECKS, STORED_SCORE_CHECKS, JsonlStore
 from harness.model.loading import LoadedModel, load_model
 from harness.run.engines import open_engine
 from harness.run.engines.base import BatchResult, BatchTask, UnitTask
@@ -217,7 +217,7 @@ def load_generations(plan: Plan, ids: set[str]) -> list[dict[str, Any]]:
     of an id wins), streamed from the store so that only the requested ones are held."""
     path = plan.run.generations
     by_id: dict[str, dict[str, Any]] = {}
-    for rec in JsonlStore(path, GENERATION_CHECKS).iter_dicts():
+    for rec in JsonlStore(path, STORED_GENERATION_CHECKS).iter_dicts():
         if rec.get("id") not in ids:
             continue
         missing = [k for k in GENERATION_FIELDS if k not in rec]
