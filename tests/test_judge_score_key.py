@@ -50,6 +50,12 @@ def test_the_key_ignores_how_the_judge_is_asked(tmp_path: Path) -> None:
         "fail_fast": 4,
         "batch_size": 7,
         "api_key_env": "OTHER_KEY",
+        "batch": True,
+        "batch_max_requests": 10,
+        "batch_poll_interval": 0.5,
+        "batch_poll_max": 9.0,
+        "batch_timeout": 60.0,
+        "price": {"input": 1.0, "output": 2.0, "batch_input": 0.5, "batch_output": 1.0},
     }
     for field, value in operational.items():
         assert key(tmp_path, **{field: value}) == ref, field

@@ -177,9 +177,16 @@ class JudgeParams(ScorerParams):
             "fail_fast",
             "batch_size",
             "hf_batch_size",
+            "batch",
+            "batch_max_requests",
+            "batch_poll_interval",
+            "batch_poll_max",
+            "batch_timeout",
+            "price",
         }
     )
-    """How the judge is asked, never what it answers: changing these re-scores nothing."""
+    """How the judge is asked (online or by batch, what it costs), never what it answers:
+    changing these re-scores nothing."""
 
     def key_data(self, base_dir: Path) -> dict[str, Any]:
         """The fields that change a score, plus what they point at: each template's
