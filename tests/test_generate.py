@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from harness.config.spec import GenerationSpec, ModelSpec
+from harness.core.errors import PromptTooLongError
 from harness.model.loading import load_model
 from harness.run.generation import Row, generate_rows, stream_seed
 from harness.run.sampler import CounterGumbelSampler, gumbel_noise, step_keys
@@ -255,3 +256,15 @@ def test_dtype_and_device_are_chosen_and_overridable(tiny_model_dir: Path):
         generate_rows(lm16, baseline(), ROWS[:1], GenerationSpec(max_new_tokens=3))[0].n_new_tokens
         > 0
     )
+
+
+def test_a_prompt_that_does_not_fit_the_models_positions_is_refused(tiny_lm):
+    """Prompt tokens + max_new_tokens past max_position_embeddings (512 for the tiny
+    llama): a clear error naming the prompt before any token is generated."""
+    assert tiny_lm.info.max_positions == 512
+    long_row = Row("long", " ".join(["walk"] * 40), 0)
+    with pytest.raises(PromptTooLongError, match=r"prompt 'long' is \d+ tokens .* model's 512"):
+        generate_rows(tiny_lm, baseline(), [ROWS[0], long_row], GenerationSpec(max_new_tokens=490))
+    # the same rows fit with fewer new tokens
+    out = generate_rows(tiny_lm, baseline(), [ROWS[0], long_row], GenerationSpec(max_new_tokens=2))
+    assert [o.n_new_tokens <= 2 for o in out] == [True, True]

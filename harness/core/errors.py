@@ -62,3 +62,7 @@ class LocateError(UserError, ValueError):
 
 class EngineError(UserError, RuntimeError):
     """A generation engine that cannot start, or a task that failed on every worker tried."""
+
+
+class PromptTooLongError(UserError, ValueError):
+    """A prompt plus ``max_new_tokens`` does not fit in the model's positions."""

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from harness.config.spec import GenerationSpec
+from harness.core.errors import PromptTooLongError
 from harness.model.chat import build_messages, render
 from harness.model.loading import LoadedModel
 from harness.run.sampler import CounterGumbelSampler
@@ -68,6 +69,7 @@ def generate_rows(
     )
     enc = {k: v.to(lm.device) for k, v in enc.items()}
     prompt_length = int(enc["input_ids"].shape[1])
+    check_fits(lm, rows, enc["attention_mask"].sum(dim=1).tolist(), gen.max_new_tokens)
     eos = _eos_ids(lm)
     config = GenerationConfig(
         max_new_tokens=gen.max_new_tokens,
@@ -100,6 +102,25 @@ def generate_rows(
         text = tok.decode(ids, skip_special_tokens=True).strip()
         outputs.append(Output(rendered[i], text, n_prompt, len(ids), finish))
     return outputs
+
+
+def check_fits(
+    lm: LoadedModel, rows: Sequence[Row], prompt_tokens: Sequence[int], max_new_tokens: int
+) -> None:
+    """Refuse a batch whose longest prompt plus ``max_new_tokens`` exceeds the model's
+    positions: past them a model either errors deep inside attention or silently writes
+    from truncated or wrapped positions, so its text would not be what the spec asked for."""
+    limit = lm.info.max_positions
+    if not limit:
+        return
+    longest = max(range(len(rows)), key=lambda i: prompt_tokens[i])
+    n = int(prompt_tokens[longest])
+    if n + max_new_tokens > limit:
+        raise PromptTooLongError(
+            f"prompt '{rows[longest].prompt_id}' is {n} tokens (as rendered); with "
+            f"max_new_tokens = {max_new_tokens} that is {n + max_new_tokens} positions, more "
+            f"than the model's {limit}; shorten the prompt or lower generation.max_new_tokens"
+        )
 
 
 def _eos_ids(lm: LoadedModel) -> list[int]:
