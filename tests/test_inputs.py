@@ -323,3 +323,21 @@ def test_nan_in_prepare_metadata_is_one_line(make_spec: Any, capsys: Any) -> Non
     assert "condition 'persona'" in err and "norms.1" in err
     manifest = spec.parent / "run" / "manifest.json"
     json.loads(manifest.read_text())  # still valid JSON: nothing half-written
+
+
+def test_search_guard_a_judge_does_not_produce(make_spec: Any, capsys: Any) -> None:
+    """The judge says its metrics (its traits, coherence) from its params alone."""
+    spec = make_spec(n_prompts=4)
+    text = spec.read_text()
+    cut = text.index("[[scorers]]")
+    judge = (
+        '\n[[scorers]]\ntype = "judge"\n[scorers.params]\n'
+        'model = "m"\nbase_url = "http://127.0.0.1:9/v1"\n'
+        'traits = ["fear"]\ncoherence = true\n'
+    )
+    search = SEARCH.format(trait="judge/fear").replace("lexicon/joy", "judge/coherense")
+    spec.write_text(text[:cut] + search + "\n" + text[cut:] + judge)
+    rc, out = _check(spec, capsys)
+    assert rc == 2
+    assert "guards[0].metric: scorer 'judge' produces no metric 'coherense'" in out
+    assert "did you mean 'judge/coherence'?" in out

@@ -424,8 +424,13 @@ def _check_search_traits(spec: Spec, scorers: list[ResolvedScorer], base_dir: Pa
     for i, cond in enumerate(spec.conditions):
         if cond.search is None:
             continue
-        refs = [("trait", cond.search.trait)] + [
-            (f"guards[{j}].metric", g.metric) for j, g in enumerate(cond.search.guards)
+        refs = [
+            ("trait", cond.search.trait),
+            *((f"guards[{j}].metric", g.metric) for j, g in enumerate(cond.search.guards)),
+            *(
+                (f"valid_guards[{j}].metric", g.metric)
+                for j, g in enumerate(cond.search.valid_guards or [])
+            ),
         ]
         for field_name, ref in refs:
             scorer_name, metric = ref.split("/", 1)

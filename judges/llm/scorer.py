@@ -386,9 +386,15 @@ class JudgeScorer:
 
     # ---- protocol -----------------------------------------------------------------------
 
+    @classmethod
+    def metric_names(cls, params: JudgeParams, base_dir: Path) -> list[str]:
+        """The metrics these params give: one per trait, and coherence when asked for
+        (what ``check`` compares a search's trait and guards with)."""
+        return [*params.traits, *([COHERENCE] if params.coherence else [])]
+
     @property
     def metrics(self) -> list[str]:
-        return [*self.params.traits, *([COHERENCE] if self.params.coherence else [])]
+        return type(self).metric_names(self.params, Path("."))
 
     @property
     def judge_name(self) -> str:
