@@ -209,7 +209,7 @@ def test_two_runs_at_once_one_is_refused_and_nothing_is_duplicated(reference: Re
     m = re.fullmatch(
         r"error: (\S+) is in use by PID (\d+) since (\S+); wait for it or use another "
         r"--output-dir",
-        loser.stderr.strip(),
+        loser.stderr.strip().splitlines()[-1],  # after the notes on absolute paths
     )
     assert m, loser.stderr
     assert m.group(1) == str(run_dir) and int(m.group(2)) == winner.proc.pid
