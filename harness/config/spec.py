@@ -167,9 +167,6 @@ class ExecutionSpec(Strict):
     )
 
 
-NAME_RE = r"[A-Za-z0-9][A-Za-z0-9_.\-]*"
-
-
 class Guard(Strict):
     """A coherence bound a search point must meet: one of min, max, min_ratio, max_ratio.
 
