@@ -139,6 +139,12 @@ def judged(run: Path) -> list[dict[str, Any]]:
     return [r for r in JsonlStore(run / "scores.jsonl").read() if r["scorer"] == "judge"]
 
 
+def distinct_texts(run: Path) -> int:
+    """Texts the judge is asked about: identical (prompt, text) pairs, which a tiny random
+    model can write for two seeds, share one cached answer."""
+    return len({(g["prompt"], g["text"]) for g in JsonlStore(run / "generations.jsonl").read()})
+
+
 def answer(req: Request) -> Reply:
     return Reply(body=chat_logprobs({str(len(req.prompt) % 101): 0.8, "50": 0.2}))
 
@@ -154,7 +160,8 @@ def test_changing_concurrency_timeouts_retries_or_cache_path_rescore_nothing(
     asked = len(server.requests)
     scores = (run / "scores.jsonl").read_bytes()
     ids = sorted(r["id"] for r in judged(run))
-    assert asked == 12 * 2 and len(ids) == 12 * 2  # 12 texts x (fear, coherence)
+    distinct = distinct_texts(run)
+    assert asked == distinct * 2 and len(ids) == 12 * 2  # 12 texts x (fear, coherence)
     server.reset()
     changed = write_spec(
         run,
@@ -171,7 +178,7 @@ def test_changing_concurrency_timeouts_retries_or_cache_path_rescore_nothing(
     assert (run / "scores.jsonl").read_bytes() == scores
     # what changes a score does re-score (so the test can fail)
     score(write_spec(run, definitions={"fear": "Being scared of a thing."}))
-    assert len(server.requests) == 12  # the fear calls; coherence answers from the cache
+    assert len(server.requests) == distinct  # the fear calls; coherence answers from the cache
     assert len(judged(run)) == 2 * len(ids)  # a new scorer key: both metrics recorded anew
 
 
@@ -184,7 +191,8 @@ def test_malformed_answers_become_final_nulls_after_the_retries(
     server.reset()
     spec = write_spec(run, max_retries=4, cache_path=str(tmp_path / "m.sqlite"))
     score(spec)
-    assert len(server.requests) == 24 * 2  # each call tried twice, not max_retries + 1
+    # each call tried twice, not max_retries + 1
+    assert len(server.requests) == distinct_texts(run) * 2 * 2
     records = judged(run)
     assert len(records) == 24
     assert all(r["value"] is None and "no logprobs" in r["reason"] for r in records)
