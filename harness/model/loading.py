@@ -82,15 +82,22 @@ class ModelInfo:
     """Whether transformers can load it as a causal LM (AutoModelForCausalLM)."""
 
 
-def load_config(spec: ModelSpec) -> Any:
-    from transformers import AutoConfig
-
+def hub_source(spec: ModelSpec) -> tuple[str, dict[str, Any]]:
+    """Where transformers loads the model from and the keyword arguments every
+    ``from_pretrained`` of it takes (remote code, GGUF file, revision)."""
     source, gguf = resolve_source(spec)
     kwargs: dict[str, Any] = {"trust_remote_code": spec.trust_remote_code}
     if gguf:
         kwargs["gguf_file"] = gguf
     if spec.revision:
         kwargs["revision"] = spec.revision
+    return source, kwargs
+
+
+def load_config(spec: ModelSpec) -> Any:
+    from transformers import AutoConfig
+
+    source, kwargs = hub_source(spec)
     try:
         return AutoConfig.from_pretrained(source, **kwargs)
     except Exception as exc:  # transformers raises many kinds here
@@ -126,12 +133,7 @@ def has_chat_template(spec: ModelSpec) -> bool:
     """Whether the model's tokenizer has a chat template (loads the tokenizer, not weights)."""
     from transformers import AutoTokenizer
 
-    source, gguf = resolve_source(spec)
-    kwargs: dict[str, Any] = {"trust_remote_code": spec.trust_remote_code}
-    if gguf:
-        kwargs["gguf_file"] = gguf
-    if spec.revision:
-        kwargs["revision"] = spec.revision
+    source, kwargs = hub_source(spec)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     except Exception as exc:
@@ -188,14 +190,9 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     """Load tokenizer and model, left padding on, eval mode, on the chosen device and dtype."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    source, gguf = resolve_source(spec)
+    source, kwargs = hub_source(spec)
     device = pick_device(spec.device)
     dtype = pick_dtype(spec.dtype, device)
-    kwargs: dict[str, Any] = {"trust_remote_code": spec.trust_remote_code}
-    if gguf:
-        kwargs["gguf_file"] = gguf
-    if spec.revision:
-        kwargs["revision"] = spec.revision
     try:
         tokenizer: Any = AutoTokenizer.from_pretrained(source, **kwargs)
         model: Any = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
@@ -216,5 +213,5 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     info = model_info(model.config)
     decoder_layers(model)  # fail early on an architecture we cannot steer
     lm = LoadedModel(model, tokenizer, spec, device, dtype, info, use_chat)
-    lm.fingerprint = fingerprint(spec, source, gguf, model.config)
+    lm.fingerprint = fingerprint(spec, source, kwargs.get("gguf_file"), model.config)
     return lm
