@@ -31,19 +31,27 @@ class Throughput:
 
 
 def measured_throughput(plan: Plan) -> Throughput | None:
-    """Generations per second over the records of the last session that wrote some: the
-    span from its first record to its last (model loading is outside it). None before
-    there are enough records."""
+    """Generations per second in the last session that generated: its generate stage's
+    timing from the manifest, else the span from its first record to its last (record
+    stamps have whole-second precision, so a short session may give none). Model loading
+    is outside both. None before there are enough records."""
     path = plan.run.generations
     if not path.exists():
         return None
+    manifest = read_manifest(plan.run) or {}
+    for session in reversed(manifest.get("sessions", [])):
+        # the generate stage's own timing (harness.run.throughput), when the session has it
+        units = (session.get("throughput") or {}).get("generation") or []
+        texts = sum(int(u.get("texts", 0)) for u in units)
+        seconds = sum(float(u.get("seconds", 0.0)) for u in units)
+        if texts >= MIN_RECORDS and seconds > 0:
+            return Throughput(texts / seconds, texts, seconds)
     stamps: list[datetime] = []
     for rec in JsonlStore(path).iter_dicts():
         try:
             stamps.append(datetime.fromisoformat(str(rec.get("created"))))
         except ValueError:
             continue
-    manifest = read_manifest(plan.run) or {}
     starts = []
     for s in manifest.get("sessions", []):
         try:
