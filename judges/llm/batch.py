@@ -48,6 +48,7 @@ from harness.core.ids import utc_now
 from harness.core.rundir import RunDir, set_aside_path
 from judges.llm.providers import (
     as_data,
+    chat_body,
     parse_anthropic_text,
     parse_chat_text,
     parse_chat_top_logprobs,
@@ -175,20 +176,7 @@ class OpenAIBatches(_SDKBatches):
 
     def body(self, call: BatchCall) -> dict[str, Any]:
         """The request body the online provider sends for this call."""
-        d = call.decoding
-        body: dict[str, Any] = {
-            "model": self.model,
-            "messages": [{"role": "user", "content": call.prompt}],
-            "max_tokens": int(d["max_tokens"]),
-        }
-        if call.kind == "logprobs":
-            body |= {
-                "temperature": float(d["temperature"]),
-                "logprobs": True,
-                "top_logprobs": int(d["top_logprobs"]),
-            }
-        elif d.get("temperature") is not None:
-            body["temperature"] = float(d["temperature"])
+        body = chat_body(self.model, call.prompt, call.decoding, call.kind == "logprobs")
         return body | self._extra
 
     async def submit(self, calls: Sequence[BatchCall]) -> str:

@@ -234,6 +234,27 @@ class SDKProvider:
         await self._client.close()
 
 
+def chat_body(
+    model: str, prompt: str, decoding: Mapping[str, Any], logprobs: bool
+) -> dict[str, Any]:
+    """The chat-completions request for one judge call, online or in a batch (the same
+    body either way, so a batched answer is the answer the online path would get)."""
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": int(decoding["max_tokens"]),
+    }
+    if logprobs:
+        body |= {
+            "temperature": float(decoding["temperature"]),
+            "logprobs": True,
+            "top_logprobs": int(decoding["top_logprobs"]),
+        }
+    elif decoding.get("temperature") is not None:
+        body["temperature"] = float(decoding["temperature"])
+    return body
+
+
 class OpenAIProvider(SDKProvider):
     """Any OpenAI-compatible chat-completions server: OpenAI, vLLM, llama.cpp, ollama, ..."""
 
@@ -269,29 +290,13 @@ class OpenAIProvider(SDKProvider):
             raise translate_error(exc, self._secrets) from None
 
     async def top_logprobs(self, prompt: str, decoding: Mapping[str, Any]) -> list[list[Any]]:
-        data = await self._chat(
-            {
-                "model": self.model,
-                "messages": [{"role": "user", "content": prompt}],
-                "max_tokens": int(decoding["max_tokens"]),
-                "temperature": float(decoding["temperature"]),
-                "logprobs": True,
-                "top_logprobs": int(decoding["top_logprobs"]),
-            }
-        )
+        data = await self._chat(chat_body(self.model, prompt, decoding, logprobs=True))
         parsed = as_data(data)
         self.usage.record(parsed)
         return parse_chat_top_logprobs(parsed)
 
     async def sample(self, prompt: str, decoding: Mapping[str, Any]) -> str:
-        body: dict[str, Any] = {
-            "model": self.model,
-            "messages": [{"role": "user", "content": prompt}],
-            "max_tokens": int(decoding["max_tokens"]),
-        }
-        if decoding.get("temperature") is not None:
-            body["temperature"] = float(decoding["temperature"])
-        data = as_data(await self._chat(body))
+        data = as_data(await self._chat(chat_body(self.model, prompt, decoding, logprobs=False)))
         self.usage.record(data)
         return parse_chat_text(data)
 
