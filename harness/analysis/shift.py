@@ -212,7 +212,7 @@ def classification_shift(
     dose_map = {str(c): float(a) for c, a in (doses or {}).items() if c in by}
     if dose_map and baseline not in dose_map:
         dose_map[baseline] = 0.0
-        notes.append(f"the unsteered classifier (`{baseline}`) stands at α = 0 on the dose curve")
+        notes.append(f"the unsteered classifier {baseline} stands at α = 0 on the dose curve")
     unknown = sorted(set(doses or {}) - set(by))
     if unknown:
         notes.append(f"doses for conditions without rows left out: {', '.join(unknown)}")
@@ -246,11 +246,11 @@ def classification_shift(
         extra = len(set(crow) - set(base_rows))
         if len(paired) < len(pids):
             notes.append(
-                f"`{cond}` lacks {len(pids) - len(paired)} of the baseline's {len(pids)} "
+                f"{cond} lacks {len(pids) - len(paired)} of the baseline's {len(pids)} "
                 "texts: compared on the texts both classified"
             )
         if extra:
-            notes.append(f"`{cond}`: {extra} text(s) the baseline did not classify, left out")
+            notes.append(f"{cond}: {extra} text(s) the baseline did not classify, left out")
         for p in paired:
             if crow[p]["gold"] != base_rows[p]["gold"]:
                 raise AnalysisError(
