@@ -154,7 +154,7 @@ def test_paired_interval_equals_the_one_engine_with_texts_as_clusters() -> None:
 
 
 def test_interval_contains_the_estimate_and_is_deterministic() -> None:
-    gold, base, steer = _data(n=60)
+    gold, _base, steer = _data(n=60)
     point = count_metrics(gold, steer, 3)
 
     def run(seed: int) -> tuple[float | None, float | None]:

@@ -447,7 +447,9 @@ def shift_section(doc: ShiftDoc, figures_dir: Path) -> list[str]:
             )
     if notes:
         lines += ["Notes:", "", *[f"- {n}" for n in notes], ""]
-    return lines[:-1] if lines and lines[-1] == "" else lines
+    while lines and lines[-1] == "":
+        lines.pop()
+    return "\n".join(lines).split("\n")  # one line per entry (tables come joined)
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
