@@ -14,6 +14,10 @@ the declaration before any stage trusts it.
   and chosen point.
 - :class:`ManifestDoc` — ``manifest.json``: what produced the records, one session per
   command that wrote the run directory.
+- :class:`ClassifiedRow` — one text classified under one condition (a sequence
+  classifier's predicted label and class probabilities), and :class:`ShiftDoc` — the
+  classification-shift analysis of such rows (:mod:`harness.analysis.shift`), versioned
+  by :data:`SHIFT_VERSION`.
 
 A cached artefact (analysis, search result) carries the ``key`` of everything it was
 computed from; a reader compares it with the key of the current inputs and recomputes on
@@ -26,7 +30,7 @@ import json
 from collections.abc import Hashable
 from functools import cache
 from pathlib import Path
-from typing import Any, NotRequired, TypeVar, cast
+from typing import Any, Final, Literal, NotRequired, TypeVar, cast
 
 from pydantic import ConfigDict, TypeAdapter, with_config
 from pydantic import ValidationError as PydanticError
@@ -282,6 +286,156 @@ class ManifestDoc(TypedDict):
     model: NotRequired[dict[str, Any]]
     conditions: NotRequired[dict[str, Any]]
     scorers: NotRequired[dict[str, Any]]
+
+
+class ClassifiedRow(TypedDict):
+    """One text classified under one condition; the unsteered classifier's rows carry the
+    baseline's name as ``condition``. Every condition classifies the same texts."""
+
+    condition: str
+    prompt_id: str
+    gold: str
+    predicted: str
+    probs: dict[str, float]
+    """Probability of each class (every label of the analysis)."""
+
+
+SHIFT_VERSION: Final = 1
+"""Version of the :class:`ShiftDoc` layout; :func:`read_artifact` refuses another one."""
+
+
+class ShiftMetric(TypedDict):
+    """One classification metric of a condition on its paired texts, with the same metric
+    of the unsteered classifier on the same texts and the paired difference."""
+
+    metric: str
+    """``accuracy``, ``precision``, ``recall`` or ``f1``."""
+    scope: str
+    """``all`` (accuracy), ``label`` (one class) or ``macro`` (the mean over classes)."""
+    label: str | None
+    value: float | None
+    ci_low: float | None
+    ci_high: float | None
+    baseline: float | None
+    delta: float | None
+    """value - baseline (None for the baseline's own rows)."""
+    delta_ci_low: float | None
+    delta_ci_high: float | None
+    boot_dropped: int
+    """Resamples on which the value (or the difference) was undefined, left out."""
+    reason: NotRequired[str]
+    """Why a value or interval is null."""
+
+
+class ShiftMcNemar(TypedDict):
+    """Paired correctness against the unsteered classifier (harness.stats.confusion)."""
+
+    both_correct: int
+    correct_to_wrong: int
+    """b: the unsteered classifier was right and the steered one is wrong."""
+    wrong_to_correct: int
+    """c: the reverse."""
+    both_wrong: int
+    p_exact: float
+    p_holm: float | None
+    """p_exact Holm-adjusted over the doc's conditions."""
+    chi2: float | None
+    p_chi2: float | None
+    reason: NotRequired[str]
+
+
+class ShiftTarget(TypedDict):
+    """Predictions moved to (and away from) the target class, against the unsteered ones."""
+
+    to_target: int
+    """Texts not predicted as the target unsteered and predicted as it now."""
+    from_target: int
+    to_target_share: float | None
+    """to_target / n (all paired texts)."""
+    from_target_share: float | None
+    rate_baseline: float | None
+    """Share of texts predicted as the target, unsteered and steered."""
+    rate: float | None
+    rate_delta: float | None
+    rate_delta_ci_low: float | None
+    rate_delta_ci_high: float | None
+
+
+class ShiftCondition(TypedDict):
+    condition: str
+    dose: float | None
+    """The condition's α (from the caller's doses), None when not on a dose curve."""
+    n: int
+    """Texts classified under both this condition and the baseline."""
+    n_missing: int
+    """Baseline texts this condition lacks."""
+    predicted_counts: dict[str, int]
+    confusion: dict[str, dict[str, int]]
+    """Gold label -> predicted label -> texts."""
+    transitions: dict[str, dict[str, int]]
+    """Unsteered prediction -> this condition's prediction -> texts (empty for the
+    baseline itself)."""
+    metrics: list[ShiftMetric]
+    mcnemar: ShiftMcNemar | None
+    """None for the baseline itself."""
+    target: ShiftTarget | None
+    """None for the baseline itself or when no target class is named."""
+
+
+class ShiftProbability(TypedDict):
+    """Mean shift of one class's probability under a condition, paired by text."""
+
+    condition: str
+    label: str
+    n: int
+    mean_baseline: float | None
+    mean: float | None
+    delta: float | None
+    ci_low: float | None
+    """Paired bootstrap interval of delta."""
+    ci_high: float | None
+    d_z: float | None
+    p_paired_t: float | None
+    p_wilcoxon: float | None
+    p_holm: float | None
+    """p_paired_t Holm-adjusted over the classes of this condition."""
+    reason: NotRequired[str]
+
+
+class ShiftBootstrap(TypedDict):
+    n_resamples: int
+    seed: int
+    level: float
+    unit: str
+    """What is resampled (``text``): the same indices for the baseline and a condition."""
+
+
+class ShiftDoc(TypedDict):
+    """Classification shift of every condition against the unsteered classifier on the same
+    texts (definitions in harness.stats.confusion and harness.analysis.shift)."""
+
+    version: Literal[1]
+    baseline: str
+    labels: list[str]
+    target: str | None
+    conditions: list[str]
+    """Steered conditions, in order of first appearance (the baseline is not among them)."""
+    doses: dict[str, float]
+    n_texts: int
+    """Texts the baseline classified."""
+    gold_counts: dict[str, int]
+    bootstrap: ShiftBootstrap
+    by_condition: list[ShiftCondition]
+    """The baseline first, then each condition."""
+    probability: list[ShiftProbability]
+    target_probs: dict[str, list[float | None]]
+    """Per condition (the baseline included), the target class's probability of each
+    text, in the order of ``prompt_ids``; empty without a target."""
+    prompt_ids: list[str]
+    """The baseline's texts, sorted (the bootstrap's unit order)."""
+    notes: list[str]
+    key: NotRequired[str]
+    """Hash of the rows it was computed from, when the caller caches it."""
 
 
 class ArtifactError(UserError, ValueError):

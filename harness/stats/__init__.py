@@ -125,6 +125,10 @@ Patterson, H. D. & Thompson, R. (1971). *Biometrika* 58, 545-554.
 Steiger, J. H. & Fouladi, R. T. (1997). In *What If There Were No Significance Tests?*
 Welch, B. L. (1947). *Biometrika* 34, 28-35.
 Wilcoxon, F. (1945). *Biometrics Bulletin* 1, 80-83.
+
+Classification metrics on predicted labels (accuracy, precision, recall, F1 per label and
+macro), McNemar's exact test on paired correctness and their paired text bootstrap are
+defined, with references, in :mod:`harness.stats.confusion`.
 """
 
 from ._common import finite_or_none
@@ -138,6 +142,16 @@ from .bootstrap import (
 )
 from .classification import auroc
 from .comparison import FIELDS, NULLABLE_FIELDS, TARGET_POWER, compare_paired, finalize
+from .confusion import (
+    CountMetrics,
+    Interval,
+    McNemarResult,
+    confusion_matrix,
+    count_metrics,
+    interval_of,
+    mcnemar,
+    paired_bootstrap,
+)
 from .correlation import krippendorff_alpha_interval, pearson, spearman
 from .effect_size import cohens_d, cohens_d_ci, d_z, hedges_g, hedges_j, pooled_sd, size_class
 from .meta import MetaResult, d_sampling_variance, dersimonian_laird
@@ -152,6 +166,9 @@ __all__ = [
     "NULLABLE_FIELDS",
     "TARGET_POWER",
     "BootResult",
+    "CountMetrics",
+    "Interval",
+    "McNemarResult",
     "MetaResult",
     "MixedResult",
     "achieved_power",
@@ -164,6 +181,8 @@ __all__ = [
     "cohens_d_ci",
     "compare_paired",
     "condition_effect_mixed",
+    "confusion_matrix",
+    "count_metrics",
     "d_sampling_variance",
     "d_z",
     "dersimonian_laird",
@@ -171,7 +190,10 @@ __all__ = [
     "finite_or_none",
     "hedges_g",
     "hedges_j",
+    "interval_of",
     "krippendorff_alpha_interval",
+    "mcnemar",
+    "paired_bootstrap",
     "paired_t_p",
     "pairs_needed",
     "pearson",
