@@ -512,7 +512,7 @@ def _check_classify_methods(conditions: list[ResolvedCondition]) -> list[str]:
 
 def _check_labels(spec: Spec, prompts: list[Prompt], info: ModelInfo | None) -> list[str]:
     """Every gold label must be one of the classifier's classes."""
-    if info is None or not info.labels or not prompts:
+    if info is None or not info.labels or not prompts or not info.trained_classifier:
         return []
     unknown = sorted({str(p.label) for p in prompts} - set(info.labels))
     if not unknown:
