@@ -150,6 +150,8 @@ class CrossFittedClassifier(nn.Module):
         self.bert = encoder
         self.config = config
         hidden = int(config.hidden_size)
+        self.head_weight: torch.Tensor
+        self.head_bias: torch.Tensor
         self.register_buffer("head_weight", torch.zeros(k, n_labels, hidden))
         self.register_buffer("head_bias", torch.zeros(k, n_labels))
         self.fold_of: dict[str, int] = {}

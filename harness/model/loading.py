@@ -67,7 +67,7 @@ def resolve_source(spec: ModelSpec) -> tuple[str, str | None]:
 def model_key(spec: ModelSpec) -> dict[str, Any]:
     """The part of the model section that determines texts (enters every content id)."""
     dtype = str(pick_dtype(spec.dtype, pick_device(spec.device))).removeprefix("torch.")
-    key = {
+    key: dict[str, Any] = {
         "id": spec.id,
         "revision": spec.revision,
         "gguf_file": spec.gguf_file,

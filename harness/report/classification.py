@@ -54,7 +54,7 @@ def section_classification_setup(run: RunData) -> str:
         return ""
     prompts = spec["prompts"]
     source = prompts.get("file") or f"{prompts.get('dataset')} [{prompts.get('split')}]"
-    seeds = sorted({int(g["seed"]) for g in run.generations}) or ["?"]
+    seeds: list[Any] = sorted({int(g["seed"]) for g in run.generations}) or ["?"]
     gold = doc.get("gold_counts") or {}
     rows = [
         ["model", f"`{spec['model']['id']}` (sequence classifier)"],

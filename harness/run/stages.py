@@ -28,7 +28,7 @@ from harness.run.classification import Classified
 from harness.run.engines import open_engine
 from harness.run.engines.base import BatchResult, BatchTask, UnitTask
 from harness.run.engines.base import generation_units as generation_units
-from harness.run.generation import Row
+from harness.run.generation import Output, Row
 from harness.run.plan import Plan, ResolvedCondition, WorkItem, scorer_context
 from harness.run.throughput import ThroughputLog, calls_made, unit_throughput
 
@@ -209,6 +209,7 @@ def _records(
                 )
             )
             continue
+        assert isinstance(out, Output)
         records.append(
             GenerationRecord(
                 id=gid,
