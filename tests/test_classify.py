@@ -97,6 +97,8 @@ id = "{model}"
 file = "texts.jsonl"
 [generation]
 batch_size = 4
+[report]
+path = "{tmp / "report.md"}"
 [analysis]
 bootstrap_resamples = 50
 {body}
