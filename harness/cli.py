@@ -356,10 +356,17 @@ def cmd_check(args: argparse.Namespace) -> int:
     _say_absolute_paths(plan)
     print(f"spec OK: {plan.spec.name}")
     print(f"  model: {plan.spec.model.id}")
-    print(f"  prompts: {len(plan.prompts)}; seeds: {plan.spec.generation.seeds}")
-    print(f"  conditions: {', '.join(c.name for c in plan.conditions)}")
-    print(f"  scorers: {', '.join(s.name for s in plan.scorers)}")
-    print(f"  generations planned: {len(plan.items)}; run directory: {plan.run_dir}")
+    if plan.task == "classify":
+        seed = plan.items[0].seed if plan.items else plan.spec.generation.seeds[0]
+        print(f"  task: classify ({', '.join(plan.labels)}); seed {seed} (deterministic)")
+        print(f"  labelled texts: {len(plan.prompts)}")
+        print(f"  conditions: {', '.join(c.name for c in plan.conditions)}")
+        print(f"  classifications planned: {len(plan.items)}; run directory: {plan.run_dir}")
+    else:
+        print(f"  prompts: {len(plan.prompts)}; seeds: {plan.spec.generation.seeds}")
+        print(f"  conditions: {', '.join(c.name for c in plan.conditions)}")
+        print(f"  scorers: {', '.join(s.name for s in plan.scorers)}")
+        print(f"  generations planned: {len(plan.items)}; run directory: {plan.run_dir}")
     execution = plan.spec.execution
     if execution.engine != "local":
         where = execution.address or "RAY_ADDRESS, else a local cluster"

@@ -23,6 +23,10 @@ from harness.core.store import read_jsonl
 class Prompt:
     id: str
     text: str
+    label: str | None = None
+    """The gold label of a labelled text (classification tasks); None when unlabelled.
+    Not part of any content id: a text's id and the texts generated from it do not change
+    when a label column is added to a prompt file."""
 
 
 def text_id(text: str) -> str:
@@ -70,8 +74,31 @@ def _rows_from_dataset(src: PromptSource) -> Iterable[tuple[str, Mapping[str, An
         yield f"{src.dataset}[{src.split}][{i}]", row
 
 
-def load_prompts(src: PromptSource) -> list[Prompt]:
-    """The prompts of a spec, in file order, ids checked for duplicates."""
+def _label(row: Mapping[str, Any], where: str, field: str, required: bool) -> str | None:
+    """The row's gold label (a non-empty string or an integer, kept as its string)."""
+    if field not in row or row[field] is None:
+        if required:
+            raise PromptSetError(
+                f"{where}: no '{field}' field; a classification task needs a label per text "
+                "(set prompts.label_field)"
+            )
+        return None
+    value = row[field]
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        if not required:
+            return None
+        raise PromptSetError(
+            f"{where}: label '{field}' must be a string or an integer (got {type(value).__name__})"
+        )
+    label = str(value).strip()
+    if not label and required:
+        raise PromptSetError(f"{where}: empty label in '{field}'")
+    return label or None
+
+
+def load_prompts(src: PromptSource, require_label: bool = False) -> list[Prompt]:
+    """The prompts of a spec, in file order, ids checked for duplicates; each with its
+    gold label when the row has one (``require_label``: every row must)."""
     rows = _rows_from_file(Path(src.file)) if src.file else _rows_from_dataset(src)
     prompts: list[Prompt] = []
     seen: dict[str, str] = {}
@@ -101,7 +128,7 @@ def load_prompts(src: PromptSource) -> list[Prompt]:
         if pid in seen:
             raise PromptSetError(f"{where}: duplicate prompt id '{pid}' (first at {seen[pid]})")
         seen[pid] = where
-        prompts.append(Prompt(pid, text))
+        prompts.append(Prompt(pid, text, _label(row, where, src.label_field, require_label)))
         if src.limit and len(prompts) >= src.limit:
             break
     if not prompts:

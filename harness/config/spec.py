@@ -40,7 +40,18 @@ from harness.core.registry import closest
 class ModelSpec(Strict):
     id: str = Field(
         "smollm2-135m",
-        description="HF hub id, local path, or embedded alias (smollm2-135m).",
+        description=(
+            "HF hub id, local path, embedded alias (smollm2-135m), or a built-in classifier "
+            "(builtin:minilm-emotions)."
+        ),
+    )
+    task: Literal["auto", "generate", "classify"] = Field(
+        "auto",
+        description=(
+            "generate: a causal LM writes a text per prompt; classify: a sequence classifier "
+            "labels each text; auto: classify when the config's architectures name a "
+            "...ForSequenceClassification class (or the id is a built-in classifier)."
+        ),
     )
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
     gguf_file: str | None = Field(None, description="GGUF file inside the model folder or repo.")
@@ -69,6 +80,9 @@ class PromptSource(Strict):
     split: str = "train"
     text_field: str = "text"
     id_field: str | None = Field(None, description="Column of stable ids; default: hash of text.")
+    label_field: str = Field(
+        "label", description="Column of gold labels (classification tasks need one per text)."
+    )
     limit: int | None = Field(None, gt=0, description="Use only the first N prompts.")
 
     @model_validator(mode="after")
@@ -401,6 +415,13 @@ class AnalysisSpec(Strict):
             "condition without its own `targets` (default: metrics named in the condition)."
         ),
     )
+    target: str | None = Field(
+        None,
+        description=(
+            "Classification tasks: the class whose probability the shift plots follow "
+            "(default: the positive class of the conditions' class-mean vectors)."
+        ),
+    )
 
 
 class ReportSpec(Strict):
@@ -437,7 +458,11 @@ class Spec(Strict):
     conditions: list[ConditionSpec] = Field(
         default_factory=list, description="Steering conditions; none: the baseline alone."
     )
-    scorers: list[ScorerSpec] = Field(min_length=1)
+    scorers: list[ScorerSpec] = Field(
+        default_factory=list,
+        description="Scorers of generated texts: at least one for a generation task, none "
+        "for a classification task (checked where the task is known: harness.run.plan).",
+    )
     split: SplitSpec = Field(default_factory=SplitSpec)
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
     report: ReportSpec = Field(default_factory=ReportSpec)

@@ -34,12 +34,25 @@ class VectorSource(Strict):
     pairs: str | None = Field(
         None, description="Contrastive pairs: a shipped set name (fear, joy, ...) or a JSONL path."
     )
+    classes: str | None = Field(
+        None,
+        description=(
+            "Labelled texts (JSONL or CSV with text and label columns, e.g. the shipped "
+            "labels/emotions.jsonl): the vector is mean(h | positive) - mean(h | negative)."
+        ),
+    )
+    positive: str | None = Field(None, description="classes: the label the vector points to.")
+    negative: str | None = Field(None, description="classes: the label it points away from.")
     method: Literal["mean_difference", "pca"] = Field(
         "mean_difference",
         description="mean of the pair differences, or their first principal direction.",
     )
     aggregate: Literal["last", "mean"] = Field(
-        "last", description="Hidden state of the last token, or the mean over tokens."
+        "last",
+        description=(
+            "Hidden state of the last token, or the mean over tokens (attention-masked); "
+            "class means default to the mean."
+        ),
     )
     template: Literal["raw", "chat"] = Field(
         "raw",
@@ -50,8 +63,22 @@ class VectorSource(Strict):
 
     @model_validator(mode="after")
     def _one(self) -> VectorSource:
-        if (self.file is None) == (self.pairs is None):
-            raise ValueError("give exactly one of vector.file or vector.pairs")
+        given = [k for k in ("file", "pairs", "classes") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of vector.file, vector.pairs or vector.classes")
+        if self.classes is None:
+            if self.positive is not None or self.negative is not None:
+                raise ValueError("positive and negative belong to vector.classes")
+            return self
+        if not self.positive or not self.negative or self.positive == self.negative:
+            raise ValueError(
+                "vector.classes needs positive and negative: two different labels of the file"
+            )
+        if self.method != "mean_difference":
+            raise ValueError("vector.classes is a difference of class means (no method = 'pca')")
+        if "aggregate" not in self.model_fields_set:
+            # Mean pooling over each text's tokens, as the class means are defined.
+            self.aggregate = "mean"
         return self
 
 

@@ -46,3 +46,26 @@ class ScoreRecord(Record):
     reason: str | None = None
     extra: dict[str, Any] = Field(default_factory=dict)
     created: str = Field(default_factory=utc_now)
+
+
+class ClassificationRecord(Record):
+    """One labelled text classified under one condition (a classification task's line of
+    ``generations.jsonl``). Same id scheme as a generation; ``text`` holds the model's
+    output, its predicted label, so that every reader of the store finds the fields it
+    relies on (condition, prompt_id, seed, text)."""
+
+    kind: str = "classification"
+    id: str
+    condition: str
+    method: str
+    prompt_id: str
+    seed: int
+    prompt: str = Field(description="The text classified, as written in the prompt set.")
+    gold: str | None = Field(description="Its gold label (None for an unlabelled text).")
+    predicted: str = Field(description="The classifier's top class.")
+    text: str = Field(description="The predicted label again (the store's output field).")
+    probs: dict[str, float] = Field(description="Class -> probability (softmax, or sigmoid).")
+    n_tokens: int = Field(description="Tokens the classifier read (after truncation).")
+    truncated: bool = False
+    model: str
+    created: str = Field(default_factory=utc_now)

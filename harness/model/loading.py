@@ -1,11 +1,18 @@
-"""Load a causal LM by hub id, local path or embedded alias; pick device and dtype.
+"""Load a causal LM or a sequence classifier by hub id, local path or embedded alias;
+pick device and dtype.
 
-Nothing here is specific to the embedded model: the alias table only maps a short name to
-a folder and a GGUF file, and every other id or path goes straight to transformers.
+Nothing here is specific to the embedded models: the alias table only maps a short name to
+a folder and a GGUF file, ``builtin:`` ids name the cross-fitted classifiers of
+:mod:`harness.model.builtin`, and every other id or path goes straight to transformers.
+
+The task (``[model] task``) decides the class: ``generate`` loads
+``AutoModelForCausalLM``, ``classify`` ``AutoModelForSequenceClassification``; ``auto``
+reads the config's ``architectures`` (:func:`resolve_task`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import logging
@@ -18,8 +25,9 @@ from torch import nn
 
 from harness.config.spec import ModelSpec
 from harness.core.errors import ModelLoadError
+from harness.model.builtin import builtin_config, builtin_key, is_builtin, load_builtin
 from harness.model.device import pick_device, pick_dtype
-from harness.model.layers import decoder_layers
+from harness.model.layers import block_layers, decoder_layers
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +67,7 @@ def resolve_source(spec: ModelSpec) -> tuple[str, str | None]:
 def model_key(spec: ModelSpec) -> dict[str, Any]:
     """The part of the model section that determines texts (enters every content id)."""
     dtype = str(pick_dtype(spec.dtype, pick_device(spec.device))).removeprefix("torch.")
-    return {
+    key: dict[str, Any] = {
         "id": spec.id,
         "revision": spec.revision,
         "gguf_file": spec.gguf_file,
@@ -67,6 +75,10 @@ def model_key(spec: ModelSpec) -> dict[str, Any]:
         "chat_template": spec.chat_template,
         "system_prompt": spec.system_prompt,
     }
+    if is_builtin(spec.id):
+        with contextlib.suppress(ModelLoadError):  # reported by build_plan's config check
+            key["builtin"] = builtin_key(spec.id)
+    return key
 
 
 @dataclass(frozen=True)
@@ -80,6 +92,20 @@ class ModelInfo:
     """The longest sequence (prompt + new tokens) the model takes, when its config says."""
     causal_lm: bool = True
     """Whether transformers can load it as a causal LM (AutoModelForCausalLM)."""
+    sequence_classifier: bool = False
+    """Whether AutoModelForSequenceClassification has a class for it."""
+    architectures: tuple[str, ...] = ()
+    """The config's ``architectures`` (the classes its weights were saved from)."""
+    labels: tuple[str, ...] = ()
+    """A classifier's classes, in output order (its config's ``id2label``)."""
+
+    @property
+    def trained_classifier(self) -> bool:
+        """Whether the weights hold a classification head (not only a base model)."""
+        return any(
+            a.endswith("ForSequenceClassification") or a == "CrossFittedClassifier"
+            for a in self.architectures
+        )
 
 
 def hub_source(spec: ModelSpec) -> tuple[str, dict[str, Any]]:
@@ -97,6 +123,8 @@ def hub_source(spec: ModelSpec) -> tuple[str, dict[str, Any]]:
 def load_config(spec: ModelSpec) -> Any:
     from transformers import AutoConfig
 
+    if is_builtin(spec.id):
+        return builtin_config(spec.id)
     source, kwargs = hub_source(spec)
     try:
         return AutoConfig.from_pretrained(source, **kwargs)
@@ -111,13 +139,45 @@ def model_info(config: Any) -> ModelInfo:
     positions = getattr(text_config, "max_position_embeddings", None) or getattr(
         text_config, "n_positions", None
     )
+    id2label = getattr(config, "id2label", None) or {}
+    labels = tuple(str(id2label[i]) for i in sorted(id2label, key=int))
     return ModelInfo(
         str(config.model_type),
         int(layers or 0),
         int(hidden or 0),
         int(positions) if isinstance(positions, int) and positions > 0 else None,
         is_causal_lm(config),
+        is_sequence_classifier(config),
+        tuple(str(a) for a in getattr(config, "architectures", None) or ()),
+        labels,
     )
+
+
+def is_sequence_classifier(config: Any) -> bool:
+    """True when AutoModelForSequenceClassification has a class for this config (or its
+    code is remote, or it is a built-in classifier)."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
+    )
+
+    if "CrossFittedClassifier" in (getattr(config, "architectures", None) or ()):
+        return True
+    auto_map = getattr(config, "auto_map", None)
+    if auto_map and "AutoModelForSequenceClassification" in auto_map:
+        return True
+    return str(getattr(config, "model_type", "")) in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+
+
+Task = str
+"""``"generate"`` or ``"classify"``: what the generate stage does with each text."""
+
+
+def resolve_task(spec: ModelSpec, info: ModelInfo) -> Task:
+    """The spec's task, ``auto`` resolved: classify a built-in classifier or a config whose
+    architectures name a classification head, else generate."""
+    if spec.task != "auto":
+        return spec.task
+    return "classify" if is_builtin(spec.id) or info.trained_classifier else "generate"
 
 
 def is_causal_lm(config: Any) -> bool:
@@ -153,10 +213,39 @@ class LoadedModel:
     fingerprint: dict[str, Any] = field(default_factory=dict)
     cache: dict[Any, Any] = field(default_factory=dict)
     """Per-model memo for values that are costly and fixed for the model (typical norms)."""
+    task: Task = "generate"
 
     @property
     def layers(self) -> nn.ModuleList:
+        if self.task == "classify":
+            return block_layers(self.model)
         return decoder_layers(self.model)
+
+    @property
+    def forward_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of a plain forward pass that reads hidden states: no KV cache
+        for a causal LM; none for a classifier (encoders take no ``use_cache``)."""
+        return {} if self.task == "classify" else {"use_cache": False}
+
+    def encode(self, texts: list[str], add_special_tokens: bool = True) -> dict[str, Any]:
+        """Tokenise a batch as this model's forward passes take it, on its device: padded
+        (a classifier truncated to its positions, and given its row inputs)."""
+        if self.task == "classify":
+            enc = self.tokenizer(
+                texts,
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=self.info.max_positions,
+            )
+            row_inputs = getattr(self.model, "row_inputs", None)
+            if callable(row_inputs):
+                enc = {**enc, **row_inputs(texts)}
+        else:
+            enc = self.tokenizer(
+                texts, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens
+            )
+        return {k: v.to(self.device) for k, v in enc.items()}
 
 
 def _file_sha256(path: Path, chunk: int = 1 << 20) -> str:
@@ -186,10 +275,52 @@ def fingerprint(spec: ModelSpec, source: str, gguf: str | None, config: Any) -> 
     return out
 
 
-def load_model(spec: ModelSpec) -> LoadedModel:
-    """Load tokenizer and model, left padding on, eval mode, on the chosen device and dtype."""
+def load_classifier(spec: ModelSpec) -> LoadedModel:
+    """A sequence classifier (or a built-in one) in eval mode on the chosen device and
+    dtype, its tokenizer padding as it was trained (right, for BERT-style encoders)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    device = pick_device(spec.device)
+    dtype = pick_dtype(spec.dtype, device)
+    if is_builtin(spec.id):
+        model, tokenizer, fp = load_builtin(spec.id)
+        model.to(dtype=dtype)
+    else:
+        source, kwargs = hub_source(spec)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+            model = AutoModelForSequenceClassification.from_pretrained(
+                source, dtype=dtype, **kwargs
+            )
+        except Exception as exc:
+            raise ModelLoadError(f"cannot load model '{spec.id}' from '{source}': {exc}") from exc
+        fp = fingerprint(spec, source, kwargs.get("gguf_file"), model.config)
+    model.to(device)
+    model.eval()
+    if tokenizer.pad_token is None:  # decoder-based classifiers (GPT-2 style)
+        tokenizer.pad_token = tokenizer.eos_token
+    if getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    info = model_info(model.config)
+    block_layers(model)  # fail early on an architecture we cannot steer
+    lm = LoadedModel(model, tokenizer, spec, device, dtype, info, False, task="classify")
+    lm.fingerprint = fp
+    return lm
+
+
+def load_model(spec: ModelSpec, task: Task | None = None) -> LoadedModel:
+    """Load tokenizer and model, eval mode, on the chosen device and dtype: a causal LM
+    with left padding, or a sequence classifier when the task (``task``, else the spec's,
+    ``auto`` resolved from the config) is ``classify``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if task is None:
+        task = spec.task
+        if task == "auto":
+            gguf = spec.gguf_file or spec.id in ALIASES  # GGUF files hold causal LMs
+            task = "generate" if gguf else resolve_task(spec, model_info(load_config(spec)))
+    if task == "classify":
+        return load_classifier(spec)
     source, kwargs = hub_source(spec)
     device = pick_device(spec.device)
     dtype = pick_dtype(spec.dtype, device)

@@ -38,7 +38,24 @@ SUBLAYER_NAMES: tuple[tuple[str, str, str], ...] = (
 
 # Families known (from their config's model_type) to lack both names, so that a spec can
 # be refused at `check`, before any weights are loaded; others are found when loaded.
-WITHOUT_SUBLAYERS: frozenset[str] = frozenset({"gpt_neox", "opt", "falcon", "bloom"})
+# Encoders are post-norm (a sublayer's output is taken after its residual add and
+# LayerNorm), so an "attention output" site would not be the attention's write: they
+# are steered at the residual site only.
+WITHOUT_SUBLAYERS: frozenset[str] = frozenset(
+    {
+        "gpt_neox",
+        "opt",
+        "falcon",
+        "bloom",
+        "bert",
+        "distilbert",
+        "roberta",
+        "xlm-roberta",
+        "electra",
+        "deberta",
+        "deberta-v2",
+    }
+)
 
 RESIDUAL_HINT = "Use the residual site (the block output) for this architecture."
 

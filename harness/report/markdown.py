@@ -14,6 +14,7 @@ from pathlib import Path
 from harness.core.files import write_text_atomic
 from harness.core.rundir import RunDir
 from harness.report.agreement import section_agreement
+from harness.report.classification import CLASSIFY_SECTIONS, is_classification
 from harness.report.coherence import section_coherence
 from harness.report.data import RunData, load_run
 from harness.report.figures import asset_dir, make_figures
@@ -52,7 +53,11 @@ SECTIONS: list[Section] = [
 ]
 
 
-def render(run: RunData, sections: Sequence[Section] = SECTIONS) -> str:
+def render(run: RunData, sections: Sequence[Section] | None = None) -> str:
+    """The report's markdown: ``sections``, by default those of its kind of run (a
+    classification run's: :data:`harness.report.classification.CLASSIFY_SECTIONS`)."""
+    if sections is None:
+        sections = CLASSIFY_SECTIONS if is_classification(run) else SECTIONS
     parts = [s(run) for s in sections]
     return "\n\n".join(p for p in parts if p.strip()) + "\n"
 
@@ -63,5 +68,6 @@ def write_report(run_dir: Path | RunDir, out_path: Path) -> Path:
     run = load_run(run_dir.root if isinstance(run_dir, RunDir) else Path(run_dir))
     run.report_path = out_path
     folder = asset_dir(out_path)
-    run.figures = make_figures(run, folder, folder.name)
+    # A classification run's figures are drawn by its shift section.
+    run.figures = {} if is_classification(run) else make_figures(run, folder, folder.name)
     return write_text_atomic(out_path, render(run))

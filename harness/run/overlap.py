@@ -29,7 +29,7 @@ from typing import Any
 
 from harness.config.scorers import ResolvedScorer
 from harness.core.manifest import Manifest
-from harness.core.records import GenerationRecord
+from harness.core.records import ClassificationRecord, GenerationRecord
 from harness.core.scoring import close_scorer, is_final, uses_device
 from harness.core.store import STORED_SCORE_CHECKS, JsonlStore
 from harness.run.plan import Plan, scorer_context
@@ -104,7 +104,7 @@ class OverlappedScoring:
         self._thread.start()
         return self
 
-    def feed(self, records: Sequence[GenerationRecord]) -> None:
+    def feed(self, records: Sequence[GenerationRecord | ClassificationRecord]) -> None:
         """Queue stored generation records for scoring; raises the consumer's error, if it
         failed, so that a broken scorer stops the run as it would after generation."""
         if self._error is not None:

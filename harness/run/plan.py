@@ -38,12 +38,20 @@ from harness.core.rundir import RunDir
 from harness.core.scoring import ScorerContext
 from harness.model.loading import (
     ModelInfo,
+    Task,
     has_chat_template,
     load_config,
     model_info,
     model_key,
+    resolve_task,
 )
-from harness.steering.base import METHODS, MethodContext, MethodParams, SteeringMethod
+from harness.steering.base import (
+    METHODS,
+    BaseMethod,
+    MethodContext,
+    MethodParams,
+    SteeringMethod,
+)
 from harness.steering.methods.activation import check_layers, check_source
 
 log = logging.getLogger(__name__)
@@ -110,6 +118,10 @@ class Plan:
     """Conditions whose search has not finished: they have no work items yet."""
     n_layers: int | None = None
     """The model's number of blocks (from its config), for depth ranges."""
+    task: Task = "generate"
+    """``generate`` (texts from a causal LM) or ``classify`` (labels from a classifier)."""
+    labels: list[str] = field(default_factory=list)
+    """A classification task's classes, in the classifier's output order."""
 
     @property
     def run_dir(self) -> Path:
@@ -395,9 +407,14 @@ def _check_model(spec: Spec, info: ModelInfo) -> list[str]:
     model's positions, a chat template required that the tokenizer lacks."""
     problems = []
     if not info.causal_lm:
+        hint = (
+            "; for a sequence classifier set [model] task = 'classify'"
+            if info.sequence_classifier
+            else ""
+        )
         problems.append(
             f"model.id: '{spec.model.id}' ({info.model_type}) is not a causal language model "
-            "(AutoModelForCausalLM has no class for it); use a decoder-only LM"
+            f"(AutoModelForCausalLM has no class for it); use a decoder-only LM{hint}"
         )
     if info.max_positions is not None and spec.generation.max_new_tokens >= info.max_positions:
         problems.append(
@@ -414,6 +431,96 @@ def _check_model(spec: Spec, info: ModelInfo) -> list[str]:
         except ModelLoadError as exc:
             problems.append(f"model.chat_template: {exc}")
     return problems
+
+
+CLASSIFY_DECODING: dict[str, Any] = {"task": "classify"}
+"""The "decoding" part of a classification's content id: a classifier has no decoding
+settings, and this keeps its ids apart from any generation's."""
+
+
+def classify_seeds(spec: Spec) -> list[int]:
+    """A classifier is deterministic: each text is classified once, under the first seed;
+    more seeds would repeat the same numbers and inflate n (a note says so)."""
+    seeds = list(spec.generation.seeds)
+    if len(seeds) > 1 and "seeds" in spec.generation.model_fields_set:
+        log.warning(
+            "generation.seeds: a classifier is deterministic; each text is classified once "
+            "(seed %d), the other seeds are ignored",
+            seeds[0],
+        )
+    return seeds[:1]
+
+
+def _check_classifier(spec: Spec, info: ModelInfo) -> list[str]:
+    """What a classification task would hit late: no classification class or head, a
+    target that is not a class, an engine other than the local one, searches."""
+    problems = []
+    if not info.sequence_classifier:
+        problems.append(
+            f"model.task: 'classify' but '{spec.model.id}' ({info.model_type}) has no "
+            "sequence-classification class (AutoModelForSequenceClassification); use a classifier"
+        )
+    elif not info.trained_classifier:
+        archs = ", ".join(info.architectures) or "none"
+        problems.append(
+            f"model.id: '{spec.model.id}' holds no trained classification head (its config's "
+            f"architectures: {archs}); use a ...ForSequenceClassification checkpoint or "
+            "builtin:minilm-emotions"
+        )
+    target = spec.analysis.target
+    if target is not None and info.labels and target not in info.labels:
+        hint = closest(target, list(info.labels))
+        problems.append(
+            f"analysis.target: '{target}' is not a class of the classifier "
+            f"({', '.join(info.labels)})" + (f"; did you mean '{hint}'?" if hint else "")
+        )
+    if spec.execution.engine != "local":
+        problems.append(
+            f"execution.engine: a classification task runs in this process; set engine = "
+            f"'local' (got '{spec.execution.engine}')"
+        )
+    for i, cond in enumerate(spec.conditions):
+        if cond.search is not None:
+            problems.append(
+                f"conditions[{i}].search: a classification task has no scorers to search "
+                "on; sweep the coefficient instead ([conditions.sweep])"
+            )
+    return problems
+
+
+def _check_classify_methods(conditions: list[ResolvedCondition]) -> list[str]:
+    """Methods a classifier cannot take: prompt rewriting, logit edits, steering of
+    generated positions only."""
+    problems = []
+    for c in conditions:
+        cls = type(c.method)
+        where = f"condition '{c.name}': method '{c.method_name}'"
+        if getattr(cls, "transform_messages", None) is not BaseMethod.transform_messages:
+            problems.append(
+                f"{where} rewrites the prompt, and a classifier reads each text as it is; "
+                "steer it with activation, composite or a hook plug-in"
+            )
+        elif getattr(cls, "logits_processor", None) is not BaseMethod.logits_processor:
+            problems.append(f"{where} edits next-token scores, which a classifier does not produce")
+        elif c.method.positions == "generated":
+            problems.append(
+                f"{where}: positions = 'generated' steers nothing in a classifier (it "
+                "generates no tokens); use 'all'"
+            )
+    return problems
+
+
+def _check_labels(spec: Spec, prompts: list[Prompt], info: ModelInfo | None) -> list[str]:
+    """Every gold label must be one of the classifier's classes."""
+    if info is None or not info.labels or not prompts or not info.trained_classifier:
+        return []
+    unknown = sorted({str(p.label) for p in prompts} - set(info.labels))
+    if not unknown:
+        return []
+    return [
+        f"prompts: labels {unknown} are not classes of the classifier "
+        f"({', '.join(info.labels)}); relabel the texts or use a classifier trained on them"
+    ]
 
 
 def _check_search_traits(spec: Spec, scorers: list[ResolvedScorer], base_dir: Path) -> list[str]:
@@ -530,20 +637,34 @@ def build_plan(spec: Spec, source: str, run_dir: Path | None = None) -> Plan:
         info = model_info(load_config(spec.model))
     except ModelLoadError as exc:
         problems.append(f"model.id: {exc}")
+    task: Task = "classify" if spec.model.task == "classify" else "generate"
     if info is not None:
+        task = resolve_task(spec.model, info)
         problems += _check_library(spec, info)
-        problems += _check_model(spec, info)
+        if task == "classify":
+            problems += _check_classifier(spec, info)
+        else:
+            problems += _check_model(spec, info)
     run = RunDir(run_dir)
     # Scorers and prompts are resolved first (a search result's key depends on them);
     # their problems are listed after the conditions', in the order of the spec.
     later: list[str] = []
+    if task == "generate" and not spec.scorers:
+        later.append("scorers: required field is missing; give at least one [[scorers]] table")
+    if task == "classify" and spec.scorers:
+        later.append(
+            "scorers: a classification task has no generated texts to score (its predictions "
+            "are analysed directly); remove the [[scorers]] tables"
+        )
     scorers = _resolve_scorers(spec, later)
     later += _check_search_traits(spec, scorers, spec._base_dir)
     prompts: list[Prompt] = []
     try:
-        prompts = load_prompts(spec.prompts)
+        prompts = load_prompts(spec.prompts, require_label=task == "classify")
     except PromptSetError as exc:
         later.append(f"prompts: {exc}")
+    if task == "classify":
+        later += _check_labels(spec, prompts, info)
     if spec.has_search and len(prompts) == 1:
         later.append("prompts: a search needs at least 2 prompts (selection and held out)")
     selection: list[Prompt] = []
@@ -555,11 +676,17 @@ def build_plan(spec: Spec, source: str, run_dir: Path | None = None) -> Plan:
         return search_key(spec, cond, method, baseline_key, scorers, selection, mkey)
 
     conditions, pending = _resolve_conditions(spec, run, problems, info, key_of)
+    if task == "classify":
+        problems += _check_classify_methods(conditions)
     problems += later
     if problems:
         raise SpecError(source, problems)
     mkey = model_key(spec.model)
-    items = make_items(conditions, prompts, spec.generation.seeds, mkey, spec.generation.decoding())
+    if task == "classify":
+        items = make_items(conditions, prompts, classify_seeds(spec), mkey, CLASSIFY_DECODING)
+    else:
+        decoding = spec.generation.decoding()
+        items = make_items(conditions, prompts, spec.generation.seeds, mkey, decoding)
     return Plan(
         spec,
         run,
@@ -571,6 +698,8 @@ def build_plan(spec: Spec, source: str, run_dir: Path | None = None) -> Plan:
         selection,
         pending,
         n_layers=info.num_layers if info else None,
+        task=task,
+        labels=list(info.labels) if info and task == "classify" else [],
     )
 
 

@@ -18,6 +18,7 @@ from typing import Any, cast
 
 from harness import __version__
 from harness.analysis.analyze import analyze_run_dir
+from harness.analysis.classified import analyze_classification
 from harness.config.spec import Spec, load_spec, validate_spec
 from harness.core.artifacts import (
     AnalysisDoc,
@@ -36,6 +37,7 @@ from harness.core.lock import RunLock
 from harness.core.manifest import Manifest
 from harness.core.registry import closest
 from harness.core.rundir import RunDir
+from harness.core.store import STORED_GENERATION_CHECKS, JsonlStore
 from harness.report.markdown import write_report
 from harness.run.overlap import OverlappedScoring, overlappable
 from harness.run.plan import Plan, build_plan, load_run_spec, save_spec
@@ -151,12 +153,85 @@ def stored_analysis(plan: Plan, key: str) -> AnalysisDoc | None:
     return cast(AnalysisDoc, doc) if doc.get("key") == key else None
 
 
+def shift_target(plan: Plan) -> str | None:
+    """The class a classification task's shift plots follow: ``[analysis] target``, else
+    the one class the conditions aim at (a class-mean vector's positive label), else
+    none."""
+    if plan.spec.analysis.target is not None:
+        return plan.spec.analysis.target
+    aimed = {t for c in plan.conditions for t in c.method.targets() if t in plan.labels}
+    return aimed.pop() if len(aimed) == 1 else None
+
+
+def shift_doses(plan: Plan) -> dict[str, float]:
+    """Condition -> α for the points of a sweep (their coefficient), for dose-response."""
+    doses = {}
+    for c in plan.conditions:
+        sweep = c.info.get("sweep")
+        coefficient = sweep.get("coefficient") if isinstance(sweep, dict) else None
+        if isinstance(coefficient, int | float) and not isinstance(coefficient, bool):
+            doses[c.name] = float(coefficient)
+    return doses
+
+
+def current_classifications(plan: Plan) -> list[dict[str, Any]]:
+    """This plan's classification records (records of items no longer planned skipped)."""
+    wanted = {it.id for it in plan.items}
+    return [
+        rec
+        for rec in JsonlStore(plan.run.generations, STORED_GENERATION_CHECKS).iter_dicts()
+        if rec.get("id") in wanted
+    ]
+
+
+def classification_key(plan: Plan, baseline: str, n_boot: int) -> str:
+    """Hash of everything a classification task's analysis is computed from: the bytes
+    of ``generations.jsonl`` and which records it keeps, the baseline, the conditions,
+    the classes, target and doses, the bootstrap settings and the harness version."""
+    opts = plan.spec.analysis
+    return content_id(
+        {
+            "generations": file_sha256(plan.run.generations, complete_lines=True),
+            "items": content_id([it.id for it in plan.items]),
+            "baseline": baseline,
+            "conditions": [c.name for c in plan.conditions],
+            "condition_info": condition_info(plan),
+            "labels": plan.labels,
+            "target": shift_target(plan),
+            "doses": shift_doses(plan),
+            "bootstrap": {"resamples": n_boot, "seed": opts.bootstrap_seed},
+            "harness": __version__,
+        },
+        length=32,
+    )
+
+
 def analyze_plan(plan: Plan, baseline: str | None = None, n_boot: int | None = None) -> AnalysisDoc:
     """Analyse this plan's current scores (records of items no longer planned are left
-    out), or return the stored analysis when its inputs are unchanged."""
+    out), or return the stored analysis when its inputs are unchanged. A classification
+    task is analysed from its classification records instead (no scores)."""
     opts = plan.spec.analysis
     baseline = baseline or plan.spec.baseline.name
     n_boot = opts.bootstrap_resamples if n_boot is None else n_boot
+    if plan.task == "classify":
+        key = classification_key(plan, baseline, n_boot)
+        stored = stored_analysis(plan, key)
+        if stored is not None:
+            log.info("%s: inputs unchanged, analysis reused", plan.run.analysis)
+            return stored
+        return analyze_classification(
+            plan.run,
+            current_classifications(plan),
+            baseline=baseline,
+            labels=plan.labels,
+            target=shift_target(plan),
+            doses=shift_doses(plan),
+            n_boot=n_boot,
+            boot_seed=opts.bootstrap_seed,
+            condition_order=[c.name for c in plan.conditions],
+            condition_info=condition_info(plan),
+            key=key,
+        )
     key = analysis_key(plan, baseline, n_boot)
     stored = stored_analysis(plan, key)
     if stored is not None:

@@ -19,15 +19,16 @@ from harness.config.scorers import ResolvedScorer
 from harness.core.errors import StoreError
 from harness.core.ids import content_id
 from harness.core.manifest import Manifest
-from harness.core.records import GenerationRecord, ScoreRecord
+from harness.core.records import ClassificationRecord, GenerationRecord, ScoreRecord
 from harness.core.scoring import ScoringItem, close_scorer, is_final, score_batch
 from harness.core.secrets import scrub
 from harness.core.store import STORED_GENERATION_CHECKS, STORED_SCORE_CHECKS, JsonlStore
 from harness.model.loading import LoadedModel, load_model
+from harness.run.classification import Classified
 from harness.run.engines import open_engine
 from harness.run.engines.base import BatchResult, BatchTask, UnitTask
 from harness.run.engines.base import generation_units as generation_units
-from harness.run.generation import Row
+from harness.run.generation import Output, Row
 from harness.run.plan import Plan, ResolvedCondition, WorkItem, scorer_context
 from harness.run.throughput import ThroughputLog, calls_made, unit_throughput
 
@@ -71,7 +72,7 @@ class ModelHolder:
     def get(self) -> LoadedModel:
         if self._lm is None:
             log.info("loading model %s", self.plan.spec.model.id)
-            self._lm = load_model(self.plan.spec.model)
+            self._lm = load_model(self.plan.spec.model, self.plan.task)
             self.manifest.set_model(
                 self._lm.fingerprint, self._lm.device, str(self._lm.dtype).removeprefix("torch.")
             )
@@ -101,7 +102,7 @@ def generation_tasks(
     return tasks
 
 
-OnRecords = Callable[[list[GenerationRecord]], None]
+OnRecords = Callable[[list[GenerationRecord | ClassificationRecord]], None]
 """Told of each batch of generation records once they are stored (overlapped scoring)."""
 
 
@@ -165,7 +166,7 @@ def generate_stage(
                 now = time.perf_counter()
                 figures = paced.setdefault(res.task.unit, [0, 0, 0.0])
                 figures[0] += len(records)
-                figures[1] += sum(r.n_new_tokens for r in records)
+                figures[1] += sum(getattr(r, "n_new_tokens", 0) for r in records)
                 figures[2] += now - last
                 last = now
     finally:
@@ -178,15 +179,37 @@ def generate_stage(
 
 def _records(
     plan: Plan, res: BatchResult, conditions: dict[str, ResolvedCondition], done: set[str]
-) -> list[GenerationRecord]:
-    """The generation records of one batch's outputs, less those already in the store."""
+) -> list[GenerationRecord | ClassificationRecord]:
+    """The generation (or classification) records of one batch's outputs, less those
+    already in the store."""
     batch = res.batch
     size = len(batch.rows) // len(batch.members)
-    records = []
+    records: list[GenerationRecord | ClassificationRecord] = []
+    gold = {p.id: p.label for p in plan.prompts}
     for k, (row, gid, out) in enumerate(zip(batch.rows, batch.ids, res.outputs, strict=True)):
         if gid in done:
             continue
         cond = conditions[batch.members[k // size]]
+        if isinstance(out, Classified):
+            records.append(
+                ClassificationRecord(
+                    id=gid,
+                    condition=cond.name,
+                    method=cond.method_name,
+                    prompt_id=row.prompt_id,
+                    seed=row.seed,
+                    prompt=row.prompt,
+                    gold=gold.get(row.prompt_id),
+                    predicted=out.predicted,
+                    text=out.predicted,
+                    probs=out.probs,
+                    n_tokens=out.n_tokens,
+                    truncated=out.truncated,
+                    model=plan.spec.model.id,
+                )
+            )
+            continue
+        assert isinstance(out, Output)
         records.append(
             GenerationRecord(
                 id=gid,

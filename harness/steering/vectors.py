@@ -6,6 +6,8 @@ Llama 2 via Contrastive Activation Addition") and ActAdd (Turner et al. 2023). T
 state is the output of a decoder layer (the residual stream after that layer), taken at
 the last token of each text (``aggregate="last"``) or averaged over its tokens
 (``aggregate="mean"``), the same place where :mod:`harness.steering.hooks` adds it back.
+For classifiers, :func:`extract_class_means` takes the difference of two classes' mean
+hidden states over labelled texts instead of pairs.
 """
 
 from __future__ import annotations
@@ -187,21 +189,22 @@ def hidden_states(
 ) -> dict[int, torch.Tensor]:
     """Per layer, a (len(texts), hidden) float32 matrix of aggregated outputs of the
     layer's ``site`` (the block output by default; ``EMBEDDING`` is the embedding output)."""
-    tok = lm.tokenizer
     modules = site_modules(lm.layers, site)
     out: dict[int, list[torch.Tensor]] = {i: [] for i in layers}
     for start in range(0, len(texts), batch_size):
         chunk = list(texts[start : start + batch_size])
-        enc = tok(chunk, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens)
-        enc = {k: v.to(lm.device) for k, v in enc.items()}
+        enc = lm.encode(chunk, add_special_tokens=add_special_tokens)
         mask = enc["attention_mask"].float()
         with capture_residual(modules, list(layers)) as captured:
-            lm.model(**enc, use_cache=False)
+            lm.model(**enc, **lm.forward_kwargs)
         for i in layers:
             h = captured[i].float()
             if aggregate == "last":
-                # Left padding: the last position is each text's last real token.
-                agg = h[:, -1, :]
+                # Each text's last real token: the last position under left padding (causal
+                # LMs), the last unmasked one under right padding (encoders).
+                positions = torch.arange(mask.shape[1], device=mask.device)
+                last = (mask * positions).argmax(dim=1)
+                agg = h[torch.arange(h.shape[0], device=h.device), last, :]
             else:
                 agg = (h * mask[:, :, None]).sum(1) / mask.sum(1, keepdim=True)
             out[i].append(agg.cpu())
@@ -263,6 +266,42 @@ def extract_mean_difference(
     return SteeringVector(directions, meta)
 
 
+def extract_class_means(
+    lm: LoadedModel,
+    positive: Sequence[str],
+    negative: Sequence[str],
+    layers: Sequence[int],
+    aggregate: Aggregate = "mean",
+    batch_size: int = 16,
+    source: str = "",
+    labels: tuple[str, str] = ("positive", "negative"),
+    site: Component = "residual",
+) -> SteeringVector:
+    """Per layer: mean(h | positive texts) - mean(h | negative texts), each text's hidden
+    state pooled over its tokens (attention-masked mean by default), as in class-mean
+    steering of encoder classifiers."""
+    if not positive or not negative:
+        raise VectorFileError(f"{source}: class means need texts of both labels {list(labels)}")
+    hp = hidden_states(lm, list(positive), layers, aggregate, batch_size, True, site)
+    hn = hidden_states(lm, list(negative), layers, aggregate, batch_size, True, site)
+    directions = {i: hp[i].mean(0) - hn[i].mean(0) for i in layers}
+    meta = {
+        "model": lm.spec.id,
+        "method": "class_means",
+        "aggregate": aggregate,
+        "classes": source,
+        "positive": labels[0],
+        "negative": labels[1],
+        "n_positive": len(positive),
+        "n_negative": len(negative),
+        "layers": list(layers),
+        **({"site": site} if site != "residual" else {}),
+        "hidden_size": lm.info.hidden_size,
+        "created": utc_now(),
+    }
+    return SteeringVector(directions, meta)
+
+
 @torch.no_grad()
 def typical_norms(
     lm: LoadedModel,
@@ -283,15 +322,12 @@ def typical_norms(
     count = 0
     for start in range(0, len(rendered), batch_size):
         chunk = rendered[start : start + batch_size]
-        enc = lm.tokenizer(
-            chunk, return_tensors="pt", padding=True, add_special_tokens=not lm.use_chat_template
-        )
-        enc = {k: v.to(lm.device) for k, v in enc.items()}
+        enc = lm.encode(chunk, add_special_tokens=not lm.use_chat_template)
         keep = enc["attention_mask"].bool().clone()
-        first = keep.float().argmax(dim=1)  # left padding: the first real token of each row
+        first = keep.float().argmax(dim=1)  # the first real token of each row, either padding
         keep[torch.arange(keep.shape[0]), first] = False
         with capture_residual(modules, list(layers)) as captured:
-            lm.model(**enc, use_cache=False)
+            lm.model(**enc, **lm.forward_kwargs)
         for i in layers:
             total[i] += float(captured[i].float().norm(dim=-1)[keep].sum())
         count += int(keep.sum())

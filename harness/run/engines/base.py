@@ -18,6 +18,7 @@ from harness.config.spec import GenerationSpec
 from harness.core.errors import SpecError
 from harness.core.params import non_finite_at
 from harness.model.loading import LoadedModel
+from harness.run.classification import Classified, classify_rows
 from harness.run.generation import Output, Row, generate_rows
 from harness.run.plan import ResolvedCondition
 from harness.steering.batched import RowwiseAddition, row_additions
@@ -64,7 +65,8 @@ class ModelFacts:
 class BatchResult:
     task: UnitTask
     batch: BatchTask
-    outputs: list[Output]
+    outputs: list[Output] | list[Classified]
+    """Generated texts, or a classification task's predictions (one per row)."""
     prepared: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Metadata of conditions prepared for this batch (first time on its replica)."""
     model: ModelFacts | None = None
@@ -177,7 +179,12 @@ class UnitRunner:
             # Every member has the same fixed batch of (prompt, seed) items, so as many rows.
             size = len(batch.rows) // len(batch.members)
             members = [(self.conditions[name], size) for name in batch.members]
-            outputs = generate_rows(self.lm, unit_method(members), list(batch.rows), self.gen)
+            method = unit_method(members)
+            outputs: list[Output] | list[Classified]
+            if self.lm.task == "classify":
+                outputs = classify_rows(self.lm, method, list(batch.rows), self.gen)
+            else:
+                outputs = generate_rows(self.lm, method, list(batch.rows), self.gen)
             yield BatchResult(task, batch, outputs, prepared, self.facts())
             prepared = {}
         assert self._before is not None

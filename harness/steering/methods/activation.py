@@ -2,8 +2,10 @@
 residual stream of decoder layers.
 
 The vector comes from a safetensors file (see :class:`SteeringVector`), is extracted by the
-harness from contrastive pairs (a shipped set such as ``fear`` or a JSONL path), or is a
-named vector of the spec's ``[vectors]`` library. Extracted vectors are cached in the run
+harness from contrastive pairs (a shipped set such as ``fear`` or a JSONL path) or from
+the class means of labelled texts (``classes = "labels/emotions.jsonl"``, ``positive`` and
+``negative`` labels: mean-pooled hidden states, positive mean minus negative mean), or is
+a named vector of the spec's ``[vectors]`` library. Extracted vectors are cached in the run
 directory, so a resumed run or a second condition does not extract them again. A cached
 vector's file name is the hash of everything it depends on (the model key, the pair file's
 contents and the extraction settings, the layers), so a change of any of them extracts
@@ -48,7 +50,7 @@ from harness.config.paths import resolve_data_path
 from harness.config.prompts import load_prompts
 from harness.config.spec import PromptSource
 from harness.config.vectors import EMBEDDING, Layers, VectorSource, layer_label
-from harness.core.errors import VectorFileError
+from harness.core.errors import PromptSetError, VectorFileError
 from harness.core.ids import content_id
 from harness.model.loading import LoadedModel, ModelInfo, model_key
 from harness.model.sites import WITHOUT_SUBLAYERS, Component, site_modules
@@ -62,6 +64,7 @@ from harness.steering.base import (
 from harness.steering.hooks import EditFn, Positions, ablate_direction, add_vector, edit_residual
 from harness.steering.vectors import (
     SteeringVector,
+    extract_class_means,
     extract_mean_difference,
     load_pairs,
     typical_norms,
@@ -102,7 +105,26 @@ def resolve_source(vector: VectorSource | str, context: MethodContext) -> Vector
 def source_path(src: VectorSource, base_dir: Path) -> Path | None:
     if src.file is not None:
         return resolve_data_path(src.file, base_dir)
+    if src.classes is not None:
+        return resolve_data_path(src.classes, base_dir)
     return resolve_pairs(src.pairs or "", base_dir)
+
+
+def class_texts(src: VectorSource, path: Path) -> tuple[list[str], list[str]]:
+    """The texts of the source's positive and negative labels in a labelled file."""
+    try:
+        rows = load_prompts(PromptSource(file=str(path)), require_label=True)
+    except PromptSetError as exc:
+        raise VectorFileError(str(exc)) from None
+    by_label: dict[str, list[str]] = {}
+    for p in rows:
+        by_label.setdefault(str(p.label), []).append(p.text)
+    missing = [lab for lab in (src.positive, src.negative) if lab not in by_label]
+    if missing:
+        raise VectorFileError(
+            f"{path.name} has no texts labelled {missing} (its labels: {', '.join(by_label)})"
+        )
+    return by_label[str(src.positive)], by_label[str(src.negative)]
 
 
 def check_source(
@@ -131,6 +153,17 @@ def check_source(
                 f"hidden size {info.hidden_size}"
             )
         return problems
+    if src.classes is not None:
+        if path is None:
+            return [
+                f"{where}.classes: '{src.classes}' not found (relative to {base_dir} or among "
+                "the shipped files, e.g. labels/emotions.jsonl)"
+            ]
+        try:
+            class_texts(src, path)
+        except VectorFileError as exc:
+            return [f"{where}.classes: {exc}"]
+        return []
     if path is None:
         return [
             f"{where}.pairs: '{src.pairs}' is neither a shipped pair set "
@@ -185,6 +218,12 @@ def source_fingerprint(src: VectorSource, base_dir: Path) -> dict[str, Any]:
     fp: dict[str, Any] = {"sha256": _sha256(path)}
     if src.pairs is not None:
         fp |= {"method": src.method, "aggregate": src.aggregate, "template": src.template}
+    if src.classes is not None:
+        fp |= {
+            "method": "class_means",
+            "classes": [src.positive, src.negative],
+            "aggregate": src.aggregate,
+        }
     return fp
 
 
@@ -223,6 +262,18 @@ def obtain_vector(
         vec = _load_cached(cached, key, every, lm.info.hidden_size)
     if vec is None and cached is None:
         vec = memo.get(key)
+    if vec is None and src.classes is not None:
+        positive, negative = class_texts(src, path)
+        vec = extract_class_means(
+            lm,
+            positive,
+            negative,
+            every,
+            src.aggregate,
+            source=str(path),
+            labels=(str(src.positive), str(src.negative)),
+            site=site,
+        )
     if vec is None:
         vec = extract_mean_difference(
             lm,
@@ -505,10 +556,13 @@ class ActivationSteering(BaseMethod):
         return self.params.positions
 
     def targets(self) -> list[str]:
-        """The inline pair set's name, or the library vector's name."""
+        """The inline pair set's name or class-mean source's positive label, or the
+        library vector's name."""
         vector = self.params.vector
         if isinstance(vector, str):
             return [vector]
+        if vector.classes is not None:
+            return [str(vector.positive)]
         return [vector.pairs] if vector.pairs else []
 
     def control(self) -> str | None:
