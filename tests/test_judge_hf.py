@@ -101,6 +101,14 @@ def test_number_probabilities_match_brute_force(digit_model_dir: Path, chat: boo
     for k in range(101):
         assert got[k] == pytest.approx(expected[k], rel=1e-4, abs=1e-12), k
     assert sum(expected) <= 1.0 + 1e-9  # disjoint events: "1" then stop is not "10"
+    # The one-pass prefix tree was checked against the batches on the first call and is
+    # used from then on; each of the three paths gives the brute-force values.
+    assert judge.trie_ok is True
+    prompt_ids, _ = judge.candidate_ids(prefix, sep)
+    for path in (judge._trie_logprobs, judge._cached_logprobs, judge._full_logprobs):
+        got = [math.exp(v) if v is not None else 0.0 for v in path(prompt_ids, cands)]
+        for k in range(101):
+            assert got[k] == pytest.approx(expected[k], rel=1e-4, abs=1e-12), (path, k)
 
 
 def test_the_hf_judge_scores_through_the_scorer_and_the_cache(digit_model_dir: Path, tmp_path):

@@ -13,8 +13,10 @@ to at most 1 and the number mass means what it means for an API judge. A token c
 the number when its vocabulary string (``convert_ids_to_tokens``) starts with an ASCII
 digit; a space-prefixed digit token ("Ġ5", "▁5") starts a new word and does not.
 
-The 101 candidate sequences are scored in batches of ``batch_size`` (right-padded, one
-forward pass each, logits kept only at the candidate positions); the expectation and the
+The prompt is run once and its key/value cache reused; the 101 candidates are then scored
+in batches of ``batch_size`` (at most 32; right-padded, one forward pass of 1-3 tokens
+each over the cached prompt; models without a reusable cache run prompt + candidate
+sequences in full, logits kept only at the candidate positions); the expectation and the
 number-mass rule are then exactly those of :mod:`judges.llm.aggregation`.
 
 Prompt: the judge's chat template when it has one (the rubric as the user turn, generation
@@ -61,6 +63,8 @@ class HFJudgeModel:
         self.model = lm.model
         self.tokenizer = lm.tokenizer
         self.batch_size = batch_size
+        self.trie_ok: bool | None = None
+        """Whether the one-pass prefix tree gives the batched values (None: not checked yet)."""
         tokens = self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))
         mask = [isinstance(t, str) and t[:1].isascii() and t[:1].isdigit() for t in tokens]
         self.digit_mask = torch.tensor(mask, dtype=torch.bool, device=self.lm.device)
@@ -105,11 +109,142 @@ class HFJudgeModel:
         return prompt_ids, cands
 
     def number_logprobs(self, prompt: str) -> list[float | None]:
-        """log p(k) for k = 0..100 as defined in the module docstring (None for p = 0)."""
-        import torch
+        """log p(k) for k = 0..100 as defined in the module docstring (None for p = 0).
 
+        Fastest first: the prompt once, then every candidate's tokens as one prefix tree in
+        one pass over the prompt's key/value cache (:meth:`_trie_logprobs`); checked once
+        per judge model against candidate batches over copies of the cache, which a model
+        that ignores a 4D attention mask would fail, and used from then on only if equal.
+        Models that cannot continue from a cache run prompt + candidate in full."""
         prefix, sep = self.render(prompt)
         prompt_ids, cands = self.candidate_ids(prefix, sep)
+        try:
+            if self.trie_ok is False:
+                return self._cached_logprobs(prompt_ids, cands)
+            fast = self._trie_logprobs(prompt_ids, cands)
+            if self.trie_ok is None:
+                slow = self._cached_logprobs(prompt_ids, cands)
+                self.trie_ok = all(
+                    (a is None and b is None)
+                    or (a is not None and b is not None and abs(a - b) <= 1e-3 * max(1, abs(b)))
+                    for a, b in zip(fast, slow, strict=True)
+                )
+                return slow
+            return fast
+        except (TypeError, AttributeError, NotImplementedError, ValueError, RuntimeError):
+            return self._full_logprobs(prompt_ids, cands)
+
+    def _prompt_cache(self, prompt_ids: list[int]) -> tuple[Any, Any]:
+        """(log-probs after the prompt, its key/value cache)."""
+        import torch
+
+        first = self.model(
+            input_ids=torch.tensor([prompt_ids], device=self.lm.device), use_cache=True
+        )
+        cache = getattr(first, "cache", None) or getattr(first, "past_key_values", None)
+        if cache is None or not hasattr(cache, "batch_repeat_interleave"):
+            raise NotImplementedError("no reusable key/value cache")
+        return torch.log_softmax(first.logits[0, -1].float(), dim=-1), cache
+
+    def _continue(self, cache: Any, **inputs: Any) -> Any:
+        """One forward pass after ``cache`` (its keyword is ``cache`` in newer transformers)."""
+        try:
+            return self.model(**inputs, cache=cache, use_cache=True)
+        except TypeError:
+            return self.model(**inputs, past_key_values=cache, use_cache=True)
+
+    def _trie_logprobs(self, prompt_ids: list[int], cands: list[list[int]]) -> list[float | None]:
+        """Every distinct candidate prefix is one token of a single sequence after the
+        cached prompt, attending to the prompt and its own ancestors only (a 4D mask,
+        positions by depth): 101 tokens in one pass instead of 101 sequences."""
+        import torch
+
+        nodes: dict[tuple[int, ...], int] = {}
+        for c in cands:
+            for d in range(1, len(c) + 1):
+                nodes.setdefault(tuple(c[:d]), len(nodes))
+        order = list(nodes)
+        n, big = len(prompt_ids), len(order)
+        dev = self.lm.device
+        allowed = torch.zeros(big, n + big, dtype=torch.bool)
+        allowed[:, :n] = True
+        for i, p in enumerate(order):
+            for d in range(1, len(p) + 1):
+                allowed[i, n + nodes[p[:d]]] = True
+        dtype = self.model.get_output_embeddings().weight.dtype
+        mask = torch.zeros(1, 1, big, n + big, dtype=dtype)
+        mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+        with torch.inference_mode():
+            head, cache = self._prompt_cache(prompt_ids)
+            logits = self._continue(
+                cache,
+                input_ids=torch.tensor([[p[-1] for p in order]], device=dev),
+                position_ids=torch.tensor([[n + len(p) - 1 for p in order]], device=dev),
+                attention_mask=mask.to(dev),
+            ).logits[0]
+            logp = torch.log_softmax(logits.float(), dim=-1)
+        digit = torch.logsumexp(logp[:, self.digit_mask], dim=-1)
+        out: list[float | None] = []
+        for c in cands:
+            total = float(head[c[0]])
+            for d in range(1, len(c)):
+                total += float(logp[nodes[tuple(c[:d])], c[d]])
+            p_digit = math.exp(float(digit[nodes[tuple(c)]]))
+            total += math.log1p(-p_digit) if p_digit < 1.0 else -math.inf
+            out.append(total if math.isfinite(total) else None)
+        return out
+
+    def _totals(self, logp: Any, chunk: list[list[int]]) -> list[float | None]:
+        """Per candidate: sum of its tokens' log-probs plus log P(no digit follows)."""
+        import torch
+
+        digit = torch.logsumexp(logp[:, :, self.digit_mask], dim=-1)  # [B, longest + 1]
+        out: list[float | None] = []
+        for b, c in enumerate(chunk):
+            total = 0.0
+            for j, tok in enumerate(c):
+                total += float(logp[b, j, tok])
+            p_digit = math.exp(float(digit[b, len(c)]))
+            stop = math.log1p(-p_digit) if p_digit < 1.0 else -math.inf
+            total += stop
+            out.append(total if math.isfinite(total) else None)
+        return out
+
+    def _cached_logprobs(self, prompt_ids: list[int], cands: list[list[int]]) -> list[float | None]:
+        import copy
+
+        import torch
+
+        dev = self.lm.device
+        n_prompt = len(prompt_ids)
+        longest = max(len(c) for c in cands)
+        pad_id = self.tokenizer.pad_token_id
+        pad_id = 0 if pad_id is None else int(pad_id)
+        # The cache is copied once per batch: keep batches small enough that the copies
+        # (batch x layers x prompt tokens) stay a few hundred MB on a 100M+ model.
+        step = min(self.batch_size, 32)
+        out: list[float | None] = []
+        with torch.inference_mode():
+            head_logp, cache = self._prompt_cache(prompt_ids)
+            head = head_logp[None, None, :]  # log-probs already: log_softmax leaves them
+            for start in range(0, len(cands), step):
+                chunk = cands[start : start + step]
+                rows = [c + [pad_id] * (longest - len(c)) for c in chunk]
+                masks = [[1] * (n_prompt + len(c)) + [0] * (longest - len(c)) for c in chunk]
+                kv = copy.deepcopy(cache)
+                kv.batch_repeat_interleave(len(chunk))
+                tail = self._continue(
+                    kv,
+                    input_ids=torch.tensor(rows, device=dev),
+                    attention_mask=torch.tensor(masks, device=dev),
+                ).logits.float()
+                logits = torch.cat([head.expand(len(chunk), -1, -1), tail], dim=1)
+                out += self._totals(torch.log_softmax(logits, dim=-1), chunk)
+        return out
+
+    def _full_logprobs(self, prompt_ids: list[int], cands: list[list[int]]) -> list[float | None]:
+        import torch
+
         n_prompt = len(prompt_ids)
         longest = max(len(c) for c in cands)
         keep = torch.arange(n_prompt - 1, n_prompt + longest, device=self.lm.device)
@@ -124,16 +259,7 @@ class HFJudgeModel:
             attention = torch.tensor(masks, device=self.lm.device)
             with torch.inference_mode():
                 logits = self._logits(input_ids, attention, keep)
-            logp = torch.log_softmax(logits.float(), dim=-1)  # [B, longest + 1, V]
-            digit = torch.logsumexp(logp[:, :, self.digit_mask], dim=-1)  # [B, longest + 1]
-            for b, c in enumerate(chunk):
-                total = 0.0
-                for j, tok in enumerate(c):
-                    total += float(logp[b, j, tok])
-                p_digit = math.exp(float(digit[b, len(c)]))
-                stop = math.log1p(-p_digit) if p_digit < 1.0 else -math.inf
-                total += stop
-                out.append(total if math.isfinite(total) else None)
+            out += self._totals(torch.log_softmax(logits.float(), dim=-1), chunk)
         return out
 
     def _logits(self, input_ids: Any, attention: Any, keep: Any) -> Any:

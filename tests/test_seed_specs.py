@@ -1,0 +1,128 @@
+"""Every seed protocol in specs/seeds/ runs end to end at smoke size.
+
+Each spec is loaded as written and changed only by :func:`smoke`: the model becomes a
+tiny random Llama (14 layers, so the specs' layer indices stay valid), the prompts two
+short ones, one seed, four new tokens; embedding scorers get a tiny random sentence model,
+local HF judges the tiny model itself (its tokenizer spells numbers digit by digit), a
+stacked vector file is rebuilt for the tiny model by the script that made the real one,
+and a search takes two steps. Everything else (conditions, methods, layers, coefficient
+lists, presets, scorer settings) is the spec's own, so a seed that stops working fails
+here. Whether the effects are real is for the committed full-size reports
+(reports/seeds/), not for random weights.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_embedding import save_tiny_sentence_model
+from test_judge_hf import digit_tokenizer
+
+from harness.config.spec import ModelSpec, validate_spec
+from harness.model.loading import load_model
+from harness.run.plan import build_plan
+from harness.run.runner import run_stages
+
+ROOT = Path(__file__).resolve().parent.parent
+SEEDS = ROOT / "specs" / "seeds"
+sys.path.insert(0, str(ROOT / "scripts"))
+
+SEED_SPECS = sorted(p for p in SEEDS.glob("*.toml"))
+
+
+@pytest.fixture(scope="module")
+def tiny_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from tiny import build_model
+
+    root = tmp_path_factory.mktemp("seed-models")
+    tok = digit_tokenizer()
+    model = build_model("llama", vocab_size=len(tok), layers=14, seed=3)
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(root / "lm")
+    tok.save_pretrained(root / "lm")
+    st_dir, _ = save_tiny_sentence_model(root / "embed")
+    return {"lm": root / "lm", "embed": st_dir}
+
+
+def smoke(data: dict[str, Any], dirs: dict[str, Path], tmp: Path) -> dict[str, Any]:
+    """The spec ``data`` at smoke size (see the module docstring); paths are absolute."""
+    out = json.loads(json.dumps(data))
+    out["model"] = {**out.get("model", {}), "id": str(dirs["lm"]), "device": "cpu"}
+    prompts = tmp / "prompts.jsonl"
+    prompts.write_text(
+        '{"id": "a", "text": "describe your walk to the bakery this morning ."}\n'
+        '{"id": "b", "text": "tell me about the room you are sitting in ."}\n'
+    )
+    out["prompts"] = {"file": str(prompts)}
+    gen = out.setdefault("generation", {})
+    gen.update(seeds=[0], max_new_tokens=4, batch_size=4)
+    out["analysis"] = {**out.get("analysis", {}), "bootstrap_resamples": 100}
+    out["output_dir"] = str(tmp / "run")
+    out["report"] = {**out.get("report", {}), "path": str(tmp / "report.md"), "samples": 1}
+    lm = None
+    for name, vec in out.get("vectors", {}).items():
+        if "file" in vec:
+            from seed_memory import build
+
+            lm = lm or load_model(ModelSpec(id=str(dirs["lm"]), device="cpu"))
+            vec["file"] = str(build(lm, tmp / f"{name}.safetensors", tuple(vec["layers"])))
+    for sc in out["scorers"]:
+        params = sc.setdefault("params", {})
+        if sc["type"] == "embedding":
+            params["model"] = str(dirs["embed"])
+        if sc["type"] == "judge" and params.get("provider") == "hf":
+            params.update(model=str(dirs["lm"]), cache_path=str(tmp / "judge.sqlite"))
+    for cond in out.get("conditions", []):
+        if "search" in cond:
+            cond["search"]["steps"] = 2
+    return out
+
+
+def test_every_protocol_has_a_seed_spec():
+    names = {p.stem for p in SEED_SPECS}
+    assert {"fear-caution-memory", "layer-scales", "guide-search"} <= names
+
+
+@pytest.mark.parametrize("path", SEED_SPECS, ids=lambda p: p.stem)
+def test_seed_spec_runs_end_to_end_at_smoke_size(path: Path, tiny_dirs, tmp_path):
+    data = tomllib.loads(path.read_text())
+    spec = validate_spec(smoke(data, tiny_dirs, tmp_path), str(path), SEEDS)
+    plan = build_plan(spec, str(path))
+    summary = run_stages(plan, str(path))
+    run = tmp_path / "run"
+    conditions = [c["name"] for c in data.get("conditions", [])]
+    gens = [json.loads(line) for line in (run / "generations.jsonl").read_text().splitlines()]
+    searched = [c["name"] for c in data.get("conditions", []) if "search" in c]
+    if searched:
+        # one held-out prompt: the baseline, and each searched condition if a point passed
+        result = json.loads((run / "search" / f"{searched[0]}.json").read_text())
+        chosen = result["chosen"] is not None
+        assert len(gens) == 1 + int(chosen)
+        assert summary.searches[searched[0]] == result["chosen"]
+    else:
+        assert sorted({g["condition"] for g in gens}) == sorted(["baseline", *conditions])
+        assert len(gens) == 2 * (1 + len(conditions))  # 2 prompts x 1 seed per condition
+    analysis = json.loads((run / "analysis.json").read_text())
+    assert {"comparisons", "condition_info"} <= set(analysis)
+    scorers = {sc.get("name") or sc["type"] for sc in data["scorers"]}
+    scored = {
+        json.loads(line)["scorer"] for line in (run / "scores.jsonl").read_text().splitlines()
+    }
+    assert scored == scorers
+    report = (tmp_path / "report.md").read_text()
+    wanted = ["## Setup", "## Manifest"]
+    if searched:
+        wanted.append("## Coefficient searches")
+    if not searched or chosen:
+        wanted += ["## Summary", "## Results", "## Verdicts"]
+    for section in wanted:
+        assert section in report, section
+    for name in conditions:
+        if name not in searched:
+            assert f"`{name}`" in report
