@@ -148,6 +148,7 @@ class RayScoring(ActorPool):
                         f"(execution.max_retries = {self.execution.max_retries}); last: "
                         f"{_first_line(exc)}"
                     ) from exc
+                self.retried.append(f"building scorer '{name}'")
                 self._fill()
                 continue
             except self.ray.exceptions.RayTaskError as exc:
