@@ -9,6 +9,7 @@ and writes them to benchmarks/results/ray_engine.json.
 
     python benchmarks/ray_engine.py                   # embedded SmolLM2-135M, 2 actors
     python benchmarks/ray_engine.py --model PATH      # any local model or hub id
+    python benchmarks/ray_engine.py --scorer fluency  # + the score stage, scored on actors
 
 On CPU this measures correctness and overhead more than speed: two actors of one thread
 each against one process that may use every core. Absolute times depend on the machine
@@ -64,7 +65,7 @@ instruction = "Answer as someone who is afraid."
 
 [[scorers]]
 type = "lexicon"
-
+{scorers}
 [execution]
 engine = "{engine}"
 workers = {workers}
@@ -88,12 +89,13 @@ def generate(folder: Path, args: argparse.Namespace, engine: str) -> tuple[float
             tokens=args.max_new_tokens,
             engine=engine,
             workers=args.workers,
+            scorers=f'\n[[scorers]]\ntype = "{args.scorer}"\n' if args.scorer else "",
         )
     )
     plan, source = open_plan(spec)
     start = time.perf_counter()
-    run_stages(plan, source, ("generate",))
-    return time.perf_counter() - start, plan.run_dir / "generations.jsonl"
+    run_stages(plan, source, ("generate", "score") if args.scorer else ("generate",))
+    return time.perf_counter() - start, plan.run_dir
 
 
 def main() -> None:
@@ -102,7 +104,12 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="Ray actors (default 2)")
     ap.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray cluster")
     ap.add_argument("--max-new-tokens", type=int, default=24)
-    ap.add_argument("--out", default="benchmarks/results/ray_engine.json")
+    ap.add_argument(
+        "--scorer", default=None, help="a model-using scorer to add (score stage), e.g. fluency"
+    )
+    ap.add_argument(
+        "--out", default=None, help="default benchmarks/results/ray_engine[_SCORER].json"
+    )
     args = ap.parse_args()
 
     import ray
@@ -114,19 +121,21 @@ def main() -> None:
         with (folder / "prompts.jsonl").open("w") as fh:
             for i, text in enumerate(PROMPTS):
                 fh.write(json.dumps({"id": f"p{i}", "text": text}) + "\n")
-        local_s, local_store = generate(folder, args, "local")
+        local_s, local_run = generate(folder, args, "local")
         start = time.perf_counter()
         ray.init(num_cpus=args.cpus, include_dashboard=False, logging_level=logging.WARNING)
         cluster_s = time.perf_counter() - start
         try:
-            ray_s, ray_store = generate(folder, args, "ray")
+            ray_s, ray_run = generate(folder, args, "ray")
         finally:
             ray.shutdown()
-        identical = records(local_store) == records(ray_store)
-        n = len(records(local_store))
+        stores = ["generations.jsonl", *(["scores.jsonl"] if args.scorer else [])]
+        identical = all(records(local_run / f) == records(ray_run / f) for f in stores)
+        n = len(records(local_run / "generations.jsonl"))
     result: dict[str, Any] = {
         "model": args.model,
         "texts": n,
+        "scorer": args.scorer,
         "max_new_tokens": args.max_new_tokens,
         "workers": args.workers,
         "ray_cluster_cpus": args.cpus,
@@ -151,7 +160,9 @@ def main() -> None:
         f"{ray_s:.1f} s (+{cluster_s:.1f} s cluster start); ray/local = "
         f"{ray_s / local_s:.2f}; records identical: {identical}; load {load_before[0]:.1f}"
     )
-    out = Path(args.out)
+    out = Path(
+        args.out or f"benchmarks/results/ray_engine{'_' + args.scorer if args.scorer else ''}.json"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
 

@@ -96,6 +96,19 @@ class ScoringItem:
     condition: str
 
 
+class ModelWorkers(Protocol):
+    """Processes elsewhere that hold a scorer's model (the Ray engine's scoring actors).
+
+    ``build`` (picklable, called with no arguments) makes the object that computes; each
+    worker builds it once per ``key`` and keeps one such object at a time. ``method`` is
+    then called on it with ``args`` (an attribute that is not callable is returned as is),
+    on whichever worker is free; a worker that dies has the call retried on another."""
+
+    def call(self, key: str, build: Callable[[], Any], method: str, *args: Any) -> Any: ...
+
+    async def acall(self, key: str, build: Callable[[], Any], method: str, *args: Any) -> Any: ...
+
+
 @dataclass(frozen=True)
 class ScorerContext:
     """What the harness tells a scorer about where it runs."""
@@ -110,6 +123,10 @@ class ScorerContext:
     load_generator: Callable[[], Any] | None = None
     """Returns the run's generator, already loaded when the run generated texts, so a
     scorer that needs it does not load a second copy. The model is unsteered here."""
+    model_workers: ModelWorkers | None = None
+    """Where a scorer that runs here (an ``ascore`` judge) may send its model's computations
+    instead of loading the model in this process: the Ray engine's scoring actors; None
+    with the local engine. Its cache and aggregation stay here, with the run's writer."""
 
 
 @runtime_checkable
@@ -180,6 +197,35 @@ def uses_device(scorer_cls: Any, params: Any) -> bool:
     says nothing is taken to need it, and is run after generation."""
     says = getattr(scorer_cls, "uses_device", None)
     return bool(says(params)) if callable(says) else True
+
+
+@dataclass(frozen=True)
+class ScorerFacts:
+    """What the harness needs of a built scorer: its metrics, batch size and description
+    (its ``describe()``, for the manifest). Picklable, so a scorer built in another process
+    (a Ray actor) can say it."""
+
+    metrics: tuple[str, ...]
+    batch_size: int
+    description: dict[str, Any]
+
+    @classmethod
+    def of(cls, scorer: Any) -> ScorerFacts:
+        describe: Callable[[], dict[str, Any]] | None = getattr(scorer, "describe", None)
+        return cls(
+            tuple(scorer.metrics),
+            max(1, int(scorer.batch_size)),
+            dict(describe()) if describe is not None else {},
+        )
+
+
+def runs_elsewhere(scorer_cls: Any, params: Any) -> bool:
+    """Whether another engine than the local one may run this scorer's batches in its
+    workers: a synchronous ``score`` that needs a device (fluency, classifier, embedding).
+    An ``ascore`` scorer (a judge) stays with the run's writer, whose cache it fills."""
+    ascore = getattr(scorer_cls, "ascore", None)
+    is_async = ascore is not None and inspect.iscoroutinefunction(ascore)
+    return not is_async and uses_device(scorer_cls, params)
 
 
 def close_scorer(scorer: Any) -> None:

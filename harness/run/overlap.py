@@ -30,7 +30,7 @@ from typing import Any
 from harness.config.scorers import ResolvedScorer
 from harness.core.manifest import Manifest
 from harness.core.records import ClassificationRecord, GenerationRecord
-from harness.core.scoring import close_scorer, is_final, uses_device
+from harness.core.scoring import ScorerFacts, close_scorer, is_final, uses_device
 from harness.core.store import STORED_SCORE_CHECKS, JsonlStore
 from harness.run.plan import Plan, scorer_context
 from harness.run.stages import (
@@ -122,7 +122,7 @@ class OverlappedScoring:
         for s in self._active:
             before = described.get(s.sc.name) or {}
             earlier = before.get("usage") if before.get("key") == s.sc.key else None
-            described[s.sc.name] = describe_scorer(s.sc, s.scorer)
+            described[s.sc.name] = describe_scorer(s.sc, ScorerFacts.of(s.scorer))
             record_usage(s.scorer, described[s.sc.name], earlier, manifest)
             after = calls_made(s.scorer)
             calls = None if after is None else after - (s.calls_before or 0)

@@ -35,7 +35,7 @@ from harness.core.files import write_json_atomic
 from harness.core.ids import content_id
 from harness.core.registry import RegistryError, closest
 from harness.core.rundir import RunDir
-from harness.core.scoring import ScorerContext
+from harness.core.scoring import ModelWorkers, ScorerContext
 from harness.model.loading import (
     ModelInfo,
     Task,
@@ -566,12 +566,17 @@ def _resolve_scorers(spec: Spec, problems: list[str]) -> list[ResolvedScorer]:
     return resolved
 
 
-def scorer_context(plan: Plan, load_generator: Callable[[], Any] | None = None) -> ScorerContext:
+def scorer_context(
+    plan: Plan,
+    load_generator: Callable[[], Any] | None = None,
+    model_workers: ModelWorkers | None = None,
+) -> ScorerContext:
     return ScorerContext(
         run_dir=plan.run_dir,
         base_dir=plan.spec._base_dir,
         generator_model=plan.spec.model.model_dump(mode="json"),
         load_generator=load_generator,
+        model_workers=model_workers,
     )
 
 

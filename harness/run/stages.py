@@ -7,11 +7,12 @@ report inside one manifest session.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tqdm.auto import tqdm
 
@@ -20,17 +21,29 @@ from harness.core.errors import StoreError
 from harness.core.ids import content_id
 from harness.core.manifest import Manifest
 from harness.core.records import ClassificationRecord, GenerationRecord, ScoreRecord
-from harness.core.scoring import ScoringItem, close_scorer, is_final, score_batch
+from harness.core.scoring import (
+    ScoreResult,
+    ScorerFacts,
+    ScoringItem,
+    check_results,
+    close_scorer,
+    is_final,
+    runs_elsewhere,
+    score_batch,
+)
 from harness.core.secrets import scrub
 from harness.core.store import STORED_GENERATION_CHECKS, STORED_SCORE_CHECKS, JsonlStore
 from harness.model.loading import LoadedModel, load_model
 from harness.run.classification import Classified
-from harness.run.engines import open_engine
-from harness.run.engines.base import BatchResult, BatchTask, UnitTask
+from harness.run.engines import open_engine, open_scoring
+from harness.run.engines.base import BatchResult, BatchTask, ScoringUnit, UnitTask
 from harness.run.engines.base import generation_units as generation_units
 from harness.run.generation import Output, Row
 from harness.run.plan import Plan, ResolvedCondition, WorkItem, scorer_context
 from harness.run.throughput import ThroughputLog, calls_made, unit_throughput
+
+if TYPE_CHECKING:
+    from harness.run.engines.ray_scoring import RayScoring
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -277,13 +290,16 @@ def scored_metrics(store: JsonlStore) -> dict[str, dict[str, frozenset[str]]]:
     }
 
 
-def describe_scorer(sc: ResolvedScorer, scorer: Any) -> dict[str, Any]:
+def describe_scorer(sc: ResolvedScorer, facts: ScorerFacts) -> dict[str, Any]:
     """What the manifest records of a scorer: type, key, metrics and its own description."""
-    out: dict[str, Any] = {"type": sc.type_name, "key": sc.key, "metrics": list(scorer.metrics)}
-    describe: Callable[[], dict[str, Any]] | None = getattr(scorer, "describe", None)
-    if describe is not None:
-        out |= describe()
-    return out
+    return {"type": sc.type_name, "key": sc.key, "metrics": list(facts.metrics)} | dict(
+        facts.description
+    )
+
+
+def scoring_items(batch: list[dict[str, Any]]) -> list[ScoringItem]:
+    """What a scorer sees of a batch of generations (:data:`GENERATION_FIELDS` dicts)."""
+    return [ScoringItem(g["text"], g["prompt"], g["id"], g["condition"]) for g in batch]
 
 
 def score_records(
@@ -295,8 +311,19 @@ def score_records(
     """Score one batch of generations (:data:`GENERATION_FIELDS` dicts) with one scorer:
     the records of the metrics not already final in ``have`` (generation id -> metrics)."""
     metrics = list(scorer.metrics)
-    items = [ScoringItem(g["text"], g["prompt"], g["id"], g["condition"]) for g in batch]
-    results = score_batch(scorer, sc.name, metrics, items)
+    results = score_batch(scorer, sc.name, metrics, scoring_items(batch))
+    return result_records(sc, metrics, batch, results, have)
+
+
+def result_records(
+    sc: ResolvedScorer,
+    metrics: Sequence[str],
+    batch: list[dict[str, Any]],
+    results: list[dict[str, ScoreResult]],
+    have: dict[str, frozenset[str]],
+) -> list[ScoreRecord]:
+    """The records of one batch's checked results, wherever the scorer ran; metrics
+    already final in ``have`` are left out."""
     records = []
     none: frozenset[str] = frozenset()
     for g, row in zip(batch, results, strict=True):
@@ -322,6 +349,10 @@ def score_records(
     return records
 
 
+Scored = Iterator[tuple[list[dict[str, Any]], list[dict[str, ScoreResult]]]]
+"""(batch of generations, their checked results), batch by batch in plan order."""
+
+
 def score_stage(
     plan: Plan,
     manifest: Manifest,
@@ -329,7 +360,28 @@ def score_stage(
     scorers: list[ResolvedScorer] | None = None,
 ) -> StageResult:
     """Score the stored texts with ``scorers`` (default: all the plan's), each doing only
-    the (text, metric) pairs not already final."""
+    the (text, metric) pairs not already final.
+
+    With the Ray engine, a model-using scorer with a synchronous ``score``
+    (:func:`~harness.core.scoring.runs_elsewhere`) is built on scoring actors, which score
+    its batches; a judge stays here and sends its local model's calls to them. Batches,
+    records and their order are the local engine's either way: this process plans them
+    and alone appends the records."""
+    pool = open_scoring(plan.spec.execution)
+    try:
+        return _score_stage(plan, manifest, models, scorers, pool)
+    finally:
+        if pool is not None:
+            pool.close()
+
+
+def _score_stage(
+    plan: Plan,
+    manifest: Manifest,
+    models: ModelHolder | None,
+    scorers: list[ResolvedScorer] | None,
+    pool: RayScoring | None,
+) -> StageResult:
     store = JsonlStore(plan.run.scores, STORED_SCORE_CHECKS)
     dropped = store.repair()
     if dropped:
@@ -352,19 +404,44 @@ def score_stage(
         result.done_before += len(gen_ids) - len(pending_ids)
         if not pending_ids:
             continue
-        scorer = sc.build(scorer_context(plan, models.get if models else None))
-        wanted = set(scorer.metrics)
+        scorer: Any = None
+        if pool is not None and runs_elsewhere(sc.scorer_cls, sc.params):
+            build = functools.partial(sc.build, scorer_context(plan))
+            facts = pool.facts(sc.name, sc.key, build)
+        else:
+            context = scorer_context(plan, models.get if models else None, pool)
+            scorer = sc.build(context)
+            facts = ScorerFacts.of(scorer)
+        metrics = list(facts.metrics)
+        wanted = set(metrics)
         pending = load_generations(plan, {g for g in gen_ids if not wanted <= have.get(g, none)})
         before = described.get(sc.name) or {}
         earlier = before.get("usage") if before.get("key") == sc.key else None
-        described[sc.name] = describe_scorer(sc, scorer)
+        described[sc.name] = describe_scorer(sc, facts)
         manifest.save()
+        batches = list(chunks(pending, facts.batch_size))
+        scored: Scored
+        if scorer is None:
+            assert pool is not None
+            units = [
+                ScoringUnit(sc.name, i, tuple(scoring_items(b))) for i, b in enumerate(batches)
+            ]
+            scored = (
+                (batches[unit.index], check_results(sc.name, metrics, unit.items, results))
+                for unit, results in pool.score(units, sc.key, build)
+            )
+        else:
+            scored = ((b, score_batch(scorer, sc.name, metrics, scoring_items(b))) for b in batches)
         seconds, calls_before = 0.0, calls_made(scorer)
         with tqdm(total=len(pending), desc=f"score:{sc.name}", unit="text") as bar:
-            for batch in chunks(pending, max(1, int(scorer.batch_size))):
+            while True:
                 started = time.perf_counter()
-                records = score_records(sc, scorer, batch, have)
+                step = next(scored, None)
                 seconds += time.perf_counter() - started
+                if step is None:
+                    break
+                batch, results = step
+                records = result_records(sc, metrics, batch, results, have)
                 store.append(records)
                 retry = sum(not is_final(r.model_dump()) for r in records)
                 result.details["retryable"] = result.details.get("retryable", 0) + retry
@@ -374,7 +451,8 @@ def score_stage(
         calls_after = calls_made(scorer)
         calls = None if calls_after is None else calls_after - (calls_before or 0)
         pace.add_scorer(sc.name, len(pending), seconds, calls, overlapped=False)
-        close_scorer(scorer)
+        if scorer is not None:
+            close_scorer(scorer)
     return result
 
 

@@ -32,6 +32,7 @@ dtype rules, manifest fingerprint), on the first call that misses the cache only
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import threading
 from collections.abc import Mapping, Sequence
@@ -39,6 +40,8 @@ from typing import Any, Literal
 
 from harness.config.spec import ModelSpec
 from harness.core.errors import ModelLoadError, SpecError
+from harness.core.ids import content_id
+from harness.core.scoring import ModelWorkers
 from harness.model.device import pick_device, pick_dtype
 from harness.model.loading import load_model
 from judges.llm.aggregation import MAX_SCORE
@@ -380,6 +383,43 @@ class HFProvider:
                 seed,
             )
         )
+
+    async def aclose(self) -> None:
+        return None
+
+
+class OffloadedHFProvider:
+    """An :class:`HFProvider` whose model lives in other processes (``workers``: the Ray
+    engine's scoring actors): each call runs there on an :class:`HFProvider` built from the
+    same arguments, so it answers exactly what the local one answers. The judge that asks,
+    its cache and the aggregation stay in this process (the run's one writer); only the
+    cache misses travel, as prompts. Its identity (device, dtype) is the workers' own, as
+    it is where the numbers are computed."""
+
+    name = "hf"
+    supports_logprobs = True
+
+    def __init__(self, workers: ModelWorkers, **kwargs: Any):
+        self.workers = workers
+        self.model = str(kwargs["model"])
+        self.build = functools.partial(HFProvider, **kwargs)
+        self.key = f"hf judge {kwargs['model']} ({content_id(kwargs, length=12)})"
+        self._identity: dict[str, Any] | None = None
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        if self._identity is None:
+            self._identity = dict(self.workers.call(self.key, self.build, "identity"))
+        return self._identity
+
+    async def top_logprobs(self, prompt: str, decoding: Mapping[str, Any]) -> list[list[Any]]:
+        out: list[list[Any]] = await self.workers.acall(
+            self.key, self.build, "top_logprobs", prompt, dict(decoding)
+        )
+        return out
+
+    async def sample(self, prompt: str, decoding: Mapping[str, Any]) -> str:
+        return str(await self.workers.acall(self.key, self.build, "sample", prompt, dict(decoding)))
 
     async def aclose(self) -> None:
         return None

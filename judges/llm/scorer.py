@@ -54,7 +54,7 @@ from harness.core.scoring import ScorerContext, ScoreResult, ScorerParams, Scori
 from judges.llm.aggregation import expected_score, summarize_samples
 from judges.llm.cache import JudgeCache, NullCache, cache_key, default_cache_path
 from judges.llm.cost import JudgeUsage, Price, estimate_calls_cost, judge_price
-from judges.llm.hf import ChatTemplate, DType, HFProvider
+from judges.llm.hf import ChatTemplate, DType, HFProvider, OffloadedHFProvider
 from judges.llm.providers import AnthropicProvider, OpenAIProvider, Provider, redact
 from judges.llm.retry import (
     FatalJudgeError,
@@ -282,6 +282,8 @@ class JudgeScorer:
         self._final_errors: set[str] = set()
         """Keys of calls that failed in a way a re-run will not fix (malformed bodies)."""
         self._hf: Provider | None = None  # kept across batches: loading a model is slow
+        self.model_workers = context.model_workers
+        """Where the ``hf`` model computes (the Ray engine's actors); None: here."""
         if params.provider != "hf":
             # Its value is scrubbed from every error text, record, manifest and log line.
             secrets.register_variable(params.api_key_env or DEFAULT_KEY_ENV[params.provider])
@@ -511,14 +513,18 @@ class JudgeScorer:
     def _hf_provider(self) -> Provider:
         if self._hf is None:
             p = self.params
-            self._hf = HFProvider(
-                model=p.model,
-                revision=p.revision,
-                device=p.device,
-                dtype=p.dtype,
-                chat_template=p.chat_template,
-                trust_remote_code=p.trust_remote_code,
-                batch_size=p.hf_batch_size,
+            kwargs: dict[str, Any] = {
+                "model": p.model,
+                "revision": p.revision,
+                "device": p.device,
+                "dtype": p.dtype,
+                "chat_template": p.chat_template,
+                "trust_remote_code": p.trust_remote_code,
+                "batch_size": p.hf_batch_size,
+            }
+            workers = self.model_workers
+            self._hf = (
+                HFProvider(**kwargs) if workers is None else OffloadedHFProvider(workers, **kwargs)
             )
         return self._hf
 

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from harness.config.spec import GenerationSpec
 from harness.core.errors import SpecError
 from harness.core.params import non_finite_at
+from harness.core.scoring import ScoringItem
 from harness.model.loading import LoadedModel
 from harness.run.classification import Classified, classify_rows
 from harness.run.generation import Output, Row, generate_rows
@@ -70,6 +71,25 @@ class BatchResult:
     prepared: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Metadata of conditions prepared for this batch (first time on its replica)."""
     model: ModelFacts | None = None
+
+
+@dataclass(frozen=True)
+class ScoringUnit:
+    """One batch of texts for one scorer, planned by the driver as the local engine plans
+    it (the scorer's batch size over the pending texts in plan order), so every engine
+    feeds a scorer the same batches and gets the same values."""
+
+    scorer: str
+    index: int
+    """The batch's place in this session's plan of the scorer's pending texts."""
+    items: tuple[ScoringItem, ...]
+
+    def describe(self) -> str:
+        first = self.items[0].item_id[:12] if self.items else "-"
+        return (
+            f"scoring unit: scorer '{self.scorer}', batch {self.index} "
+            f"({len(self.items)} texts from generation {first})"
+        )
 
 
 Units = tuple[list[list[str]], dict[str, dict[str, Any]]]

@@ -1,5 +1,9 @@
 """The Ray engine: generation tasks handed to Ray actors, one model replica each.
 
+:class:`ActorPool` is the part every Ray pool shares (joining the cluster, sizing the
+actors, the dispatch loop and its fault rules); :class:`RayEngine` generates with it, and
+:mod:`harness.run.engines.ray_scoring` scores with it.
+
 The driver (this process) plans, dispatches :class:`~harness.run.engines.base.UnitTask` s
 to idle actors and yields their outputs as they come back; it alone writes the stores, so
 the run directory keeps its one writer. Each actor loads the model from the spec's model
@@ -15,7 +19,8 @@ generation itself (a bad spec, a method that does not restore the model) is not 
 it would fail again the same way. A driver killed mid-run takes its actors with it (they
 belong to its Ray job), and the next run resumes from the store like any other.
 
-Ray is imported here only, and this module only when ``engine = "ray"``.
+Ray is imported here (and by :mod:`~harness.run.engines.ray_scoring` through
+:class:`ActorPool`) only, and these modules only when ``engine = "ray"``.
 """
 
 from __future__ import annotations
@@ -24,8 +29,8 @@ import logging
 import math
 import os
 from collections import Counter, deque
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 from harness.config.spec import ExecutionSpec, GenerationSpec, ModelSpec
 from harness.core.errors import EngineError
@@ -74,23 +79,47 @@ def _first_line(exc: BaseException) -> str:
     return lines[-1] if lines else type(exc).__name__
 
 
-class RayEngine:
-    """Dispatches tasks to ``workers`` actors on a Ray cluster (joined or started here)."""
+T = TypeVar("T")
 
-    def __init__(
-        self,
-        execution: ExecutionSpec,
-        model: ModelSpec,
-        gen: GenerationSpec,
-        conditions: Sequence[ResolvedCondition],
-    ):
+
+class ActorPool:
+    """Actors of one kind on a Ray cluster (joined or started by :meth:`start`), and the
+    one dispatch loop with its fault rules: an actor that dies has its task given to
+    another and a fresh actor takes its place; a task whose actors died more than
+    ``max_retries`` times stops the run with an error naming it."""
+
+    what = "work"
+    """What the actors do, for messages ("generation", "scoring")."""
+
+    def __init__(self, execution: ExecutionSpec, body: type[Any]):
+        self.execution = execution
+        self.body = body
+        self.ray: Any = None
+        self.owns_ray = False
+        self.num_gpus = 0.0
+        self.workers = 0
+        self.actor_cls: Any = None
+        self.actors: dict[int, Any] = {}
+        """Live actors by slot number (a replacement gets a new slot)."""
+        self.pids: dict[int, int] = {}
+        """Process id of each ready actor, by slot."""
+        self.busy: set[int] = set()
+        """Slots with a task in flight."""
+        self.lost = 0
+        self.retried: list[str] = []
+        """The tasks given to another actor after theirs died, in order."""
+        self._next_slot = 0
+        self._ready: list[int] = []
+        """Actors started and idle, for the next :meth:`run`."""
+
+    def start(self) -> None:
+        """Join (or start) Ray and size the actors: ``num_gpus`` each (default one GPU, or
+        none on a cluster without GPUs), as many as the cluster fits unless ``workers``."""
+        if self.ray is not None:
+            return
         import ray
 
-        self.ray = ray
-        self.execution = execution
-        self.model = model
-        self.gen = gen
-        self.conditions = list(conditions)
+        execution = self.execution
         self.owns_ray = not ray.is_initialized()
         if self.owns_ray:
             try:
@@ -100,6 +129,7 @@ class RayEngine:
                 raise EngineError(
                     f"execution.address: cannot join or start Ray ({where}): {_first_line(exc)}"
                 ) from exc
+        self.ray = ray
         resources = ray.cluster_resources()
         gpus = float(resources.get("GPU", 0.0))
         cpus = float(resources.get("CPU", 0.0))
@@ -119,30 +149,21 @@ class RayEngine:
         self.workers = execution.workers or max(1, math.floor(fits + 1e-9))
         self.actor_cls = ray.remote(
             num_cpus=execution.num_cpus, num_gpus=per_gpu, max_restarts=0, max_task_retries=0
-        )(GenerationWorker)
-        self.actors: dict[int, Any] = {}
-        """Live actors by slot number (a replacement gets a new slot)."""
-        self.pids: dict[int, int] = {}
-        """Process id of each ready actor, by slot."""
-        self.busy: set[int] = set()
-        """Slots with a task in flight."""
-        self.lost = 0
-        self.retried: list[str] = []
-        """The tasks given to another actor after theirs died, in order."""
-        self._next_slot = 0
-        self._conditions_ref: Any = None
-        self._ready: list[int] = []
-        """Actors already started and idle when generation begins."""
+        )(self.body)
+
+    @property
+    def threads(self) -> int:
+        """Torch threads of an actor: its CPUs."""
+        return max(1, math.floor(self.execution.num_cpus))
+
+    def spawn_args(self) -> tuple[Any, ...]:
+        """What an actor is constructed with."""
+        return (self.threads,)
 
     def _spawn(self) -> int:
-        if self._conditions_ref is None:
-            self._conditions_ref = self.ray.put(self.conditions)
         slot = self._next_slot
         self._next_slot += 1
-        threads = max(1, math.floor(self.execution.num_cpus))
-        self.actors[slot] = self.actor_cls.remote(
-            self.model, self.gen, self._conditions_ref, threads
-        )
+        self.actors[slot] = self.actor_cls.remote(*self.spawn_args())
         return slot
 
     def _drop(self, slot: int) -> None:
@@ -155,18 +176,132 @@ class RayEngine:
     def _actor_died(self, slot: int, exc: Any) -> None:
         """Forget a dead actor; a creation error (the model cannot load) is not retried."""
         if exc.actor_init_failed:
-            raise EngineError(f"a Ray actor could not load the model: {_first_line(exc)}") from exc
+            raise EngineError(
+                f"a Ray {self.what} actor could not start: {_first_line(exc)}"
+            ) from exc
         self._drop(slot)
         self.lost += 1
         log.warning("ray: actor %d died (%s)", slot, _first_line(exc))
 
+    def _is_ready(self, slot: int, info: dict[str, Any]) -> None:
+        self.pids[slot] = int(info["pid"])
+        log.info(
+            "ray: actor %d ready: pid %s on %s (%s)",
+            slot,
+            info["pid"],
+            info["node"],
+            info["device"],
+        )
+
     @staticmethod
     def _raise_task_error(exc: Any) -> None:
-        """Re-raise what the generation itself raised (a user error stays one line)."""
+        """Re-raise what the task itself raised (a user error stays one line)."""
         cause = getattr(exc, "cause", None)
         if isinstance(cause, Exception):
             raise cause from exc
         raise exc
+
+    def run(
+        self,
+        tasks: Sequence[T],
+        submit: Callable[[Any, T], Any],
+        describe: Callable[[T], str],
+    ) -> Iterator[tuple[int, Any]]:
+        """``submit(actor, task)`` (an object ref) for every task, one at a time per idle
+        actor; yields ``(task index, value)`` as each comes back, in any order."""
+        ray = self.ray
+        if not tasks:
+            return
+        n = min(self.workers, len(tasks))
+        max_lost = n * (self.execution.max_retries + 1)
+        log.info(
+            "ray: %d actor(s), %g GPU and %g CPU each, for %d %s task(s)",
+            n,
+            self.num_gpus,
+            self.execution.num_cpus,
+            len(tasks),
+            self.what,
+        )
+        queue: deque[int] = deque(range(len(tasks)))
+        failures: Counter[int] = Counter()
+        idle: deque[int] = deque(s for s in self._ready if s in self.actors)
+        self._ready = []
+        inflight: dict[Any, tuple[int, int | None]] = {}  # ref -> (slot, task or None: ready)
+        for _ in range(n - len(idle)):
+            slot = self._spawn()
+            inflight[self.actors[slot].ready.remote()] = (slot, None)
+        while queue or any(t is not None for _, t in inflight.values()):
+            while queue and idle:
+                slot, task_index = idle.popleft(), queue.popleft()
+                inflight[submit(self.actors[slot], tasks[task_index])] = (slot, task_index)
+                self.busy.add(slot)
+            [ref], _ = ray.wait(list(inflight), num_returns=1)
+            slot, index = inflight.pop(ref)
+            try:
+                value = ray.get(ref)
+            except ray.exceptions.RayActorError as exc:
+                self._actor_died(slot, exc)
+                if index is not None:
+                    failures[index] += 1
+                    if failures[index] > self.execution.max_retries:
+                        raise EngineError(
+                            f"{describe(tasks[index])}: its Ray actor died "
+                            f"{failures[index]} time(s) (execution.max_retries = "
+                            f"{self.execution.max_retries}); last: {_first_line(exc)}"
+                        ) from exc
+                    log.warning("ray: %s goes to another actor", describe(tasks[index]))
+                    queue.appendleft(index)
+                    self.retried.append(describe(tasks[index]))
+                if self.lost > max_lost:
+                    raise EngineError(
+                        f"{self.lost} Ray actors died during {self.what}; last: {_first_line(exc)}"
+                    ) from exc
+                fresh = self._spawn()
+                inflight[self.actors[fresh].ready.remote()] = (fresh, None)
+                continue
+            except ray.exceptions.RayTaskError as exc:
+                self._raise_task_error(exc)
+            self.busy.discard(slot)
+            idle.append(slot)
+            if index is None:
+                self._is_ready(slot, value)
+                continue
+            yield index, value
+        # Actors still starting are kept too: the next run waits for them.
+        self._ready = list(idle) + [s for s, _ in inflight.values()]
+
+    def close(self) -> None:
+        if self.ray is None:
+            return
+        for slot in list(self.actors):
+            self._drop(slot)
+        if self.owns_ray:
+            self.ray.shutdown()
+
+
+class RayEngine(ActorPool):
+    """Dispatches generation tasks to ``workers`` actors, one model replica each."""
+
+    what = "generation"
+
+    def __init__(
+        self,
+        execution: ExecutionSpec,
+        model: ModelSpec,
+        gen: GenerationSpec,
+        conditions: Sequence[ResolvedCondition],
+    ):
+        super().__init__(execution, GenerationWorker)
+        self.model = model
+        self.gen = gen
+        self.conditions = list(conditions)
+        self._conditions_ref: Any = None
+        self.start()
+
+    def spawn_args(self) -> tuple[Any, ...]:
+        if self._conditions_ref is None:
+            self._conditions_ref = self.ray.put(self.conditions)
+        return (self.model, self.gen, self._conditions_ref, self.threads)
 
     def units(self, per_batch: int) -> Units:
         """Single conditions need no model; stacking them needs their additions, so one
@@ -194,73 +329,9 @@ class RayEngine:
         )
 
     def generate(self, tasks: Sequence[UnitTask]) -> Iterator[BatchResult]:
-        ray = self.ray
-        if not tasks:
-            return
-        n = min(self.workers, len(tasks))
-        max_lost = n * (self.execution.max_retries + 1)
-        log.info(
-            "ray: %d actor(s), %g GPU and %g CPU each, for %d task(s)",
-            n,
-            self.num_gpus,
-            self.execution.num_cpus,
-            len(tasks),
-        )
-        queue: deque[int] = deque(range(len(tasks)))
-        failures: Counter[int] = Counter()
-        idle: deque[int] = deque(self._ready)
-        self._ready = []
-        inflight: dict[Any, tuple[int, int | None]] = {}  # ref -> (slot, task or None: ready)
-        for _ in range(n - len(idle)):
-            slot = self._spawn()
-            inflight[self.actors[slot].ready.remote()] = (slot, None)
-        while queue or any(t is not None for _, t in inflight.values()):
-            while queue and idle:
-                slot, task_index = idle.popleft(), queue.popleft()
-                inflight[self.actors[slot].run.remote(tasks[task_index])] = (slot, task_index)
-                self.busy.add(slot)
-            [ref], _ = ray.wait(list(inflight), num_returns=1)
-            slot, index = inflight.pop(ref)
-            try:
-                value = ray.get(ref)
-            except ray.exceptions.RayActorError as exc:
-                self._actor_died(slot, exc)
-                if index is not None:
-                    failures[index] += 1
-                    if failures[index] > self.execution.max_retries:
-                        raise EngineError(
-                            f"{tasks[index].describe()}: its Ray actor died "
-                            f"{failures[index]} time(s) (execution.max_retries = "
-                            f"{self.execution.max_retries}); last: {_first_line(exc)}"
-                        ) from exc
-                    log.warning("ray: %s goes to another actor", tasks[index].describe())
-                    queue.appendleft(index)
-                    self.retried.append(tasks[index].describe())
-                if self.lost > max_lost:
-                    raise EngineError(
-                        f"{self.lost} Ray actors died during generation; last: {_first_line(exc)}"
-                    ) from exc
-                fresh = self._spawn()
-                inflight[self.actors[fresh].ready.remote()] = (fresh, None)
-                continue
-            except ray.exceptions.RayTaskError as exc:
-                self._raise_task_error(exc)
-            self.busy.discard(slot)
-            idle.append(slot)
-            if index is None:
-                self.pids[slot] = int(value["pid"])
-                log.info(
-                    "ray: actor %d ready: pid %s on %s (%s)",
-                    slot,
-                    value["pid"],
-                    value["node"],
-                    value["device"],
-                )
-                continue
+        for _, value in self.run(tasks, lambda actor, task: actor.run.remote(task), _describe):
             yield from value
 
-    def close(self) -> None:
-        for slot in list(self.actors):
-            self._drop(slot)
-        if self.owns_ray:
-            self.ray.shutdown()
+
+def _describe(task: UnitTask) -> str:
+    return task.describe()
