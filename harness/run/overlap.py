@@ -39,9 +39,11 @@ from harness.run.stages import (
     chunks,
     describe_scorer,
     load_generations,
+    pending_generations,
     record_usage,
     score_records,
     scored_metrics,
+    scoring_state,
 )
 from harness.run.throughput import ThroughputLog, calls_made
 
@@ -83,19 +85,10 @@ class OverlappedScoring:
     def start(self) -> OverlappedScoring:
         """Queue the stored texts these scorers still lack (a resumed run), then start the
         thread. Call it before generation appends to the store."""
-        store = JsonlStore(self.plan.run.scores, STORED_SCORE_CHECKS)
-        dropped = store.repair()
-        if dropped:
-            log.warning("%s: dropped a torn last record (%d bytes)", store.path, dropped)
-        done = scored_metrics(store)
-        present = JsonlStore(self.plan.run.generations).ids()
-        gen_ids = [it.id for it in self.plan.items if it.id in present]
-        none: frozenset[str] = frozenset()
+        _, done, gen_ids = scoring_state(self.plan)
         todo: set[str] = set()
         for sc in self.scorers:  # as the score stage decides, without building the scorer
-            have = done.get(sc.key, {})
-            seen = none.union(*have.values())
-            pending = [g for g in gen_ids if have.get(g, none) != seen or not seen]
+            pending = pending_generations(done.get(sc.key, {}), gen_ids)
             self.result.done_before += len(gen_ids) - len(pending)
             todo.update(pending)
         if todo:

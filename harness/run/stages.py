@@ -349,6 +349,30 @@ def result_records(
     return records
 
 
+def scoring_state(
+    plan: Plan,
+) -> tuple[JsonlStore, dict[str, dict[str, frozenset[str]]], list[str]]:
+    """Where scoring starts: the scores store (a torn last line repaired), what it holds
+    (:func:`scored_metrics`) and the ids of this plan's stored generations, in plan order;
+    shared by the score stage and the overlapped consumer so that both decide alike."""
+    store = JsonlStore(plan.run.scores, STORED_SCORE_CHECKS)
+    dropped = store.repair()
+    if dropped:
+        log.warning("%s: dropped a torn last record (%d bytes)", store.path, dropped)
+    present = JsonlStore(plan.run.generations).ids()
+    return store, scored_metrics(store), [it.id for it in plan.items if it.id in present]
+
+
+def pending_generations(have: dict[str, frozenset[str]], gen_ids: list[str]) -> list[str]:
+    """The generations a scorer still has to score, decided without constructing it (which
+    may load a model): those with no record of it or fewer metrics than others have (a
+    kill between the records of one text). Records whose id exists are not written twice.
+    ``have``: generation id -> the scorer's final metrics."""
+    none: frozenset[str] = frozenset()
+    seen = none.union(*have.values())
+    return [g for g in gen_ids if have.get(g, none) != seen or not seen]
+
+
 Scored = Iterator[tuple[list[dict[str, Any]], list[dict[str, ScoreResult]]]]
 """(batch of generations, their checked results), batch by batch in plan order."""
 
@@ -382,25 +406,14 @@ def _score_stage(
     scorers: list[ResolvedScorer] | None,
     pool: RayScoring | None,
 ) -> StageResult:
-    store = JsonlStore(plan.run.scores, STORED_SCORE_CHECKS)
-    dropped = store.repair()
-    if dropped:
-        log.warning("%s: dropped a torn last record (%d bytes)", store.path, dropped)
-    done = scored_metrics(store)
-    present = JsonlStore(plan.run.generations).ids()
-    gen_ids = [it.id for it in plan.items if it.id in present]
-    del present
+    store, done, gen_ids = scoring_state(plan)
     result = StageResult()
     described: dict[str, Any] = manifest.data.setdefault("scorers", {})
     pace = ThroughputLog(manifest)
     none: frozenset[str] = frozenset()
     for sc in plan.scorers if scorers is None else scorers:
         have = done.get(sc.key, {})
-        # Without constructing the scorer (which may load a model), a generation is pending
-        # when it has no record of this scorer or fewer metrics than others have (a kill
-        # between the records of one text). Records whose id exists are not written twice.
-        seen = none.union(*have.values())
-        pending_ids = [g for g in gen_ids if have.get(g, none) != seen or not seen]
+        pending_ids = pending_generations(have, gen_ids)
         result.done_before += len(gen_ids) - len(pending_ids)
         if not pending_ids:
             continue

@@ -49,6 +49,7 @@ from harness.core.rundir import RunDir, set_aside_path
 from judges.llm.providers import (
     as_data,
     chat_body,
+    messages_body,
     parse_anthropic_text,
     parse_chat_text,
     parse_chat_top_logprobs,
@@ -281,15 +282,7 @@ class AnthropicBatches(_SDKBatches):
 
     def params(self, call: BatchCall) -> dict[str, Any]:
         """The Messages API parameters the online provider sends for this call."""
-        d = call.decoding
-        params: dict[str, Any] = {
-            "model": self.model,
-            "max_tokens": int(d["max_tokens"]),
-            "messages": [{"role": "user", "content": call.prompt}],
-        }
-        if d.get("temperature") is not None:
-            params["temperature"] = float(d["temperature"])
-        return params | self._extra
+        return messages_body(self.model, call.prompt, call.decoding, self._extra)
 
     async def submit(self, calls: Sequence[BatchCall]) -> str:
         if any(c.kind == "logprobs" for c in calls):

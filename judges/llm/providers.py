@@ -301,6 +301,26 @@ class OpenAIProvider(SDKProvider):
         return parse_chat_text(data)
 
 
+MESSAGES_KEYWORDS = ("model", "max_tokens", "messages")
+"""The fields of :func:`messages_body` that the SDK's ``messages.create`` takes by name."""
+
+
+def messages_body(
+    model: str, prompt: str, decoding: Mapping[str, Any], extra: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The Messages API request for one judge call, online or in a batch (the same body
+    either way, so a batched answer is the answer the online path would get);
+    ``extra_body`` is merged last, so its fields win."""
+    body: dict[str, Any] = {
+        "model": model,
+        "max_tokens": int(decoding["max_tokens"]),
+        "messages": [{"role": "user", "content": prompt}],
+    }
+    if decoding.get("temperature") is not None:
+        body["temperature"] = float(decoding["temperature"])
+    return body | dict(extra)
+
+
 class AnthropicProvider(SDKProvider):
     """The Anthropic Messages API: no logprobs, so sample mode only."""
 
@@ -323,17 +343,12 @@ class AnthropicProvider(SDKProvider):
         raise JudgeCallError("the Anthropic API gives no logprobs; use mode = 'sample'")
 
     async def sample(self, prompt: str, decoding: Mapping[str, Any]) -> str:
-        extra = dict(self._extra)
-        if decoding.get("temperature") is not None:
-            # Not a keyword of this SDK version's create(); the API still reads it.
-            extra.setdefault("temperature", float(decoding["temperature"]))
+        body = messages_body(self.model, prompt, decoding, self._extra)
+        typed = {k: body.pop(k) for k in MESSAGES_KEYWORDS}
         try:
-            response = await self._client.messages.create(
-                model=self.model,
-                max_tokens=int(decoding["max_tokens"]),
-                messages=[{"role": "user", "content": prompt}],
-                extra_body=extra or None,
-            )
+            # The rest (temperature, extra_body) is not a keyword of this SDK version's
+            # create(); the API still reads it from the body.
+            response = await self._client.messages.create(**typed, extra_body=body or None)
         except Exception as exc:
             raise translate_error(exc, self._secrets) from None
         data = as_data(response)
