@@ -43,7 +43,13 @@ from harness.model.loading import (
     model_info,
     model_key,
 )
-from harness.steering.base import METHODS, MethodContext, MethodParams, SteeringMethod
+from harness.steering.base import (
+    METHODS,
+    MethodContext,
+    MethodParams,
+    SteeringMethod,
+    backend_problem,
+)
 from harness.steering.methods.activation import check_layers, check_source
 
 log = logging.getLogger(__name__)
@@ -187,6 +193,8 @@ def resolve_condition(
         problems = [f"{where}.{p}" for p in check(params, info, ctx)]
         if problems:
             return None, problems
+    if (reason := backend_problem(cls, params, spec.model.backend)) is not None:
+        return None, [f"{where}: {reason}"]
     method = cls(params, ctx)
     try:
         fp = method.fingerprint()
