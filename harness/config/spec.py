@@ -64,6 +64,20 @@ class ModelSpec(Strict):
         None, description="System message for every condition (methods may replace it)."
     )
     trust_remote_code: bool = False
+    backend: Literal["hf", "vllm"] = Field(
+        "hf",
+        description=(
+            "hf: transformers generate (the reference); vllm: generation inside vLLM "
+            "(its own virtualenv: scripts/install-vllm.sh). Part of every content id."
+        ),
+    )
+    tensor_parallel_size: int = Field(1, gt=0, description="vllm: GPUs one model is split over.")
+    gpu_memory_utilization: float = Field(
+        0.9, gt=0, le=1, description="vllm: share of each GPU's memory vLLM may take."
+    )
+    max_model_len: int | None = Field(
+        None, gt=0, description="vllm: longest prompt + new tokens; default the model's."
+    )
 
     @field_validator("device")
     @classmethod
@@ -71,6 +85,28 @@ class ModelSpec(Strict):
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v):
             raise ValueError("device must be one of auto, cpu, cuda, cuda:N, mps")
         return v
+
+    @model_validator(mode="after")
+    def _vllm_only(self) -> ModelSpec:
+        """vLLM's settings with the hf backend would be silently ignored: refuse them."""
+        if self.backend == "hf":
+            set_here = [
+                name for name, default in VLLM_SETTINGS.items() if getattr(self, name) != default
+            ]
+            if set_here:
+                raise ValueError(
+                    f"{', '.join(set_here)} apply to backend = 'vllm' only; set "
+                    "model.backend = 'vllm' or remove them"
+                )
+        return self
+
+
+VLLM_SETTINGS: dict[str, Any] = {
+    "tensor_parallel_size": 1,
+    "gpu_memory_utilization": 0.9,
+    "max_model_len": None,
+}
+"""The model settings only the vLLM backend reads, with their defaults."""
 
 
 class PromptSource(Strict):

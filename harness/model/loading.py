@@ -78,6 +78,10 @@ def model_key(spec: ModelSpec) -> dict[str, Any]:
     if is_builtin(spec.id):
         with contextlib.suppress(ModelLoadError):  # reported by build_plan's config check
             key["builtin"] = builtin_key(spec.id)
+    # Another backend makes other texts (other kernels, its own sampler). It enters only
+    # when it is not the default, so that ids stored before backends existed stay valid.
+    if spec.backend != "hf":
+        key["backend"] = spec.backend
     return key
 
 
@@ -214,6 +218,13 @@ class LoadedModel:
     cache: dict[Any, Any] = field(default_factory=dict)
     """Per-model memo for values that are costly and fixed for the model (typical norms)."""
     task: Task = "generate"
+    engine: Any = None
+    """The vLLM engine (:class:`harness.model.vllm_backend.VllmEngine`) with backend =
+    'vllm'; None on the HF path. ``model`` is then the HF model, loaded on first use."""
+
+    @property
+    def backend(self) -> str:
+        return self.spec.backend
 
     @property
     def layers(self) -> nn.ModuleList:
@@ -311,8 +322,11 @@ def load_classifier(spec: ModelSpec) -> LoadedModel:
 def load_model(spec: ModelSpec, task: Task | None = None) -> LoadedModel:
     """Load tokenizer and model, eval mode, on the chosen device and dtype: a causal LM
     with left padding, or a sequence classifier when the task (``task``, else the spec's,
-    ``auto`` resolved from the config) is ``classify``."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    ``auto`` resolved from the config) is ``classify``.
+
+    With ``backend = 'vllm'`` the model is a vLLM engine, started on first generation, and
+    the HF model is loaded only if something asks for it (:func:`_load_vllm`)."""
+    from transformers import AutoTokenizer
 
     if task is None:
         task = spec.task
@@ -321,16 +335,58 @@ def load_model(spec: ModelSpec, task: Task | None = None) -> LoadedModel:
             task = "generate" if gguf else resolve_task(spec, model_info(load_config(spec)))
     if task == "classify":
         return load_classifier(spec)
+    if spec.backend == "vllm":
+        return _load_vllm(spec)
+    source, kwargs = hub_source(spec)
+    try:
+        tokenizer: Any = AutoTokenizer.from_pretrained(source, **kwargs)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load model '{spec.id}' from '{source}': {exc}") from exc
+    device = pick_device(spec.device)
+    model = _load_hf(spec)
+    lm = _loaded(spec, tokenizer, model, model.config, device)
+    decoder_layers(model)  # fail early on an architecture we cannot steer
+    return lm
+
+
+def _load_hf(spec: ModelSpec) -> Any:
+    from transformers import AutoModelForCausalLM
+
     source, kwargs = hub_source(spec)
     device = pick_device(spec.device)
     dtype = pick_dtype(spec.dtype, device)
     try:
-        tokenizer: Any = AutoTokenizer.from_pretrained(source, **kwargs)
         model: Any = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
     except Exception as exc:
         raise ModelLoadError(f"cannot load model '{spec.id}' from '{source}': {exc}") from exc
     model.to(device)
     model.eval()
+    return model
+
+
+def _load_vllm(spec: ModelSpec) -> LoadedModel:
+    """The vLLM backend: HF tokenizer and config, a deferred HF model, a vLLM engine."""
+    from transformers import AutoTokenizer
+
+    from harness.model.vllm_backend import DeferredModel, VllmEngine, safetensors_folder
+
+    source, kwargs = hub_source(spec)
+    try:
+        tokenizer: Any = AutoTokenizer.from_pretrained(source, **kwargs)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load model '{spec.id}' from '{source}': {exc}") from exc
+    config = load_config(spec)
+    device = pick_device(spec.device)
+    model = DeferredModel(lambda: _load_hf(spec))
+    lm = _loaded(spec, tokenizer, model, config, device)
+    folder = safetensors_folder(source, kwargs.get("gguf_file"), kwargs)
+    lm.engine = VllmEngine(spec, folder, str(lm.dtype).removeprefix("torch."))
+    return lm
+
+
+def _loaded(spec: ModelSpec, tokenizer: Any, model: Any, config: Any, device: str) -> LoadedModel:
+    dtype = pick_dtype(spec.dtype, device)
+    source, kwargs = hub_source(spec)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -341,8 +397,9 @@ def load_model(spec: ModelSpec, task: Task | None = None) -> LoadedModel:
             "set it to 'auto' or 'off'"
         )
     use_chat = has_template and spec.chat_template != "off"
-    info = model_info(model.config)
-    decoder_layers(model)  # fail early on an architecture we cannot steer
+    info = model_info(config)
     lm = LoadedModel(model, tokenizer, spec, device, dtype, info, use_chat)
-    lm.fingerprint = fingerprint(spec, source, kwargs.get("gguf_file"), model.config)
+    lm.fingerprint = fingerprint(spec, source, kwargs.get("gguf_file"), config)
+    if spec.backend != "hf":
+        lm.fingerprint["backend"] = spec.backend
     return lm

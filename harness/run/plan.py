@@ -51,6 +51,7 @@ from harness.steering.base import (
     MethodContext,
     MethodParams,
     SteeringMethod,
+    backend_problem,
 )
 from harness.steering.methods.activation import check_layers, check_source
 
@@ -199,6 +200,8 @@ def resolve_condition(
         problems = [f"{where}.{p}" for p in check(params, info, ctx)]
         if problems:
             return None, problems
+    if (reason := backend_problem(cls, params, spec.model.backend)) is not None:
+        return None, [f"{where}: {reason}"]
     method = cls(params, ctx)
     try:
         fp = method.fingerprint()

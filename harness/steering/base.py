@@ -152,6 +152,44 @@ class BaseMethod:
         neither rewrites prompts nor edits logits; None otherwise (the default)."""
         return None
 
+    def ablations(self) -> dict[int, tuple[torch.Tensor, float]] | None:
+        """(direction, share removed) at each layer, if the intervention is a plain
+        directional ablation of the residual stream; None otherwise (the default). Lets an
+        engine that cannot run ``apply`` (vLLM) run it."""
+        return None
+
+    def token_bias(self) -> dict[int, float] | None:
+        """A fixed bias per token id, if ``logits_processor`` only adds that; None
+        otherwise (the default). Lets vLLM apply it with its own logits processor."""
+        return None
+
+    @classmethod
+    def backend_problem(cls, params: MethodParams, backend: str) -> str | None:
+        """Why this method cannot generate on ``backend`` (None: it can), before any work.
+
+        vLLM runs its model in other processes, so ``apply`` (hooks on the HF model) and
+        ``logits_processor`` (a transformers processor) cannot run there; a method runs on
+        vLLM when it leaves them alone or declares what they do (``additions`` or
+        ``ablations`` for the model, ``token_bias`` for the logits)."""
+        if backend == "hf":
+            return None
+        declares_model = cls.additions is not BaseMethod.additions or (
+            cls.ablations is not BaseMethod.ablations
+        )
+        if cls.apply is not BaseMethod.apply and not declares_model:
+            return (
+                f"method '{cls.__name__}' edits the HF model in ways the {backend} backend "
+                "cannot run (it declares no additions or ablations); use model.backend = 'hf'"
+            )
+        declares_logits = cls.token_bias is not BaseMethod.token_bias
+        if cls.logits_processor is not BaseMethod.logits_processor and not declares_logits:
+            return (
+                f"method '{cls.__name__}' edits logits with a transformers processor the "
+                f"{backend} backend cannot run (it declares no token_bias); use "
+                "model.backend = 'hf'"
+            )
+        return None
+
     @property
     def positions(self) -> Positions:
         """The positions ``additions()`` apply to: prompt, generated or all tokens."""
@@ -195,6 +233,21 @@ def is_method_class(obj: object) -> bool:
         and issubclass(getattr(obj, "Params"), BaseModel)  # noqa: B009 (mypy: obj is a type)
         and all(callable(getattr(obj, a, None)) for a in ("prepare", "apply", "fingerprint"))
         and callable(getattr(obj, "transform_messages", None))
+    )
+
+
+def backend_problem(cls: type, params: MethodParams, backend: str) -> str | None:
+    """:meth:`BaseMethod.backend_problem` for any method class (a plug-in that follows the
+    protocol without the base class runs on the HF backend only)."""
+    if backend == "hf":
+        return None
+    own = getattr(cls, "backend_problem", None)
+    if callable(own):
+        result = own(params, backend)
+        return None if result is None else str(result)
+    return (
+        f"method '{cls.__name__}' does not say it can run on the {backend} backend "
+        "(derive it from BaseMethod and declare its additions); use model.backend = 'hf'"
     )
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from harness.config.spec import GenerationSpec
-from harness.core.errors import SpecError
+from harness.core.errors import ModelNotRestoredError, SpecError
 from harness.core.params import non_finite_at
 from harness.core.scoring import ScoringItem
 from harness.model.loading import LoadedModel
@@ -167,7 +167,7 @@ class UnitRunner:
 
     def prepare(self, names: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Prepare the conditions not prepared yet on this replica; their metadata."""
-        if self._before is None:
+        if self._before is None and self.lm.engine is None:
             self._before = snapshot(self.lm.model)
         new = {}
         for name in names:
@@ -194,6 +194,9 @@ class UnitRunner:
         return [[c.name for c in unit] for unit in groups], meta
 
     def run(self, task: UnitTask) -> Iterator[BatchResult]:
+        if self.lm.engine is not None:
+            yield from self._run_vllm(task)
+            return
         prepared = self.prepare(task.unit)
         for batch in task.batches:
             # Every member has the same fixed batch of (prompt, seed) items, so as many rows.
@@ -210,3 +213,32 @@ class UnitRunner:
         assert self._before is not None
         names = ", ".join(f"'{n}' ({self.conditions[n].method_name})" for n in task.unit)
         verify(self.lm.model, self._before, f"condition {names}")
+
+    def _run_vllm(self, task: UnitTask) -> Iterator[BatchResult]:
+        """The vLLM backend: per condition, every row of the task's batches in one engine
+        call (vLLM schedules its own batches; per-request seeds make a row's text the same
+        in any of them), then the outputs handed back batch by batch as on the HF path.
+        Stacked conditions are split back into one call per condition."""
+        from harness.run.vllm_generation import generate_rows_vllm
+
+        prepared = self.prepare(task.unit)
+        rows: dict[str, list[Row]] = {}
+        for batch in task.batches:
+            size = len(batch.rows) // len(batch.members)
+            for k, name in enumerate(batch.members):
+                rows.setdefault(name, []).extend(batch.rows[k * size : (k + 1) * size])
+        outputs = {
+            name: iter(generate_rows_vllm(self.lm, self.conditions[name].method, r, self.gen))
+            for name, r in rows.items()
+        }
+        left = self.lm.engine.hooks_left()
+        if left:
+            names = ", ".join(f"'{n}'" for n in task.unit)
+            raise ModelNotRestoredError(
+                f"condition {names} left {left} hook(s) on vLLM's decoder layers"
+            )
+        for batch in task.batches:
+            size = len(batch.rows) // len(batch.members)
+            out = [next(outputs[name]) for name in batch.members for _ in range(size)]
+            yield BatchResult(task, batch, out, prepared, self.facts())
+            prepared = {}

@@ -585,6 +585,38 @@ class ActivationSteering(BaseMethod):
             return None
         return {i: self.vector.directions[i].float() * self.scales[i] for i in self.params.layers}
 
+    def ablations(self) -> dict[int, tuple[torch.Tensor, float]] | None:
+        """The unit direction and share removed at each layer in ablate mode (as
+        :func:`~harness.steering.hooks.ablate_direction` computes them); None otherwise."""
+        if self.vector is None:
+            raise RuntimeError("ActivationSteering used before prepare()")
+        if self.params.mode != "ablate" or self.params.site != "residual":
+            return None
+        coefs = self.params.coefficients()
+        out = {}
+        for i in self.params.layers:
+            direction = self.vector.directions[i]
+            out[i] = (direction / direction.norm(), coefs[i])
+        return out
+
+    @classmethod
+    def backend_problem(  # type: ignore[override]
+        cls, params: ActivationParams, backend: str
+    ) -> str | None:
+        if backend == "hf":
+            return None
+        if params.site != "residual":
+            return (
+                f"params.site: '{params.site}' is not supported on the {backend} backend "
+                "(the residual stream only); use site = 'residual' or model.backend = 'hf'"
+            )
+        if params.positions != "all":
+            return (
+                f"params.positions: '{params.positions}' is not supported on the {backend} "
+                "backend (all positions only); use positions = 'all' or model.backend = 'hf'"
+            )
+        return None
+
     @contextmanager
     def apply(self, lm: LoadedModel, batch: BatchInfo) -> Iterator[None]:
         with edit_residual(

@@ -140,6 +140,17 @@ class CompositeSteering(BaseMethod):
     def at(self, layer: int, coefficient: float) -> CompositeParams:
         return self.params.model_copy(update={"layers": [layer], "coefficient": coefficient})
 
+    @classmethod
+    def backend_problem(  # type: ignore[override]
+        cls, params: CompositeParams, backend: str
+    ) -> str | None:
+        if backend != "hf" and params.positions != "all":
+            return (
+                f"params.positions: '{params.positions}' is not supported on the {backend} "
+                "backend (all positions only); use positions = 'all' or model.backend = 'hf'"
+            )
+        return None
+
     @contextmanager
     def apply(self, lm: LoadedModel, batch: BatchInfo) -> Iterator[None]:
         edits = {i: add_vector(v, 1.0) for i, v in self.total.items()}

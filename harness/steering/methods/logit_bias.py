@@ -86,6 +86,10 @@ class LogitBias(BaseMethod):
         self.token_ids = sorted(ids)
         return {"n_words": len(self.words()), "n_tokens": len(self.token_ids)}
 
+    def token_bias(self) -> dict[int, float]:
+        """The same edit as :meth:`logits_processor`, as data (for vLLM's logit bias)."""
+        return dict.fromkeys(self.token_ids, self.params.bias)
+
     def logits_processor(self, lm: LoadedModel, batch: BatchInfo) -> LogitsProcessor | None:
         ids = torch.tensor(self.token_ids, dtype=torch.long)
         bias = self.params.bias

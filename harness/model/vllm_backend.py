@@ -1,0 +1,203 @@
+"""The vLLM backend's model: a vLLM engine beside the tokenizer and config of the HF path.
+
+``[model] backend = "vllm"`` makes :func:`harness.model.loading.load_model` return a
+:class:`~harness.model.loading.LoadedModel` whose ``engine`` is a :class:`VllmEngine`.
+What stays on the HF side: the tokenizer (prompts are rendered and tokenised exactly as on
+the HF path, then handed to vLLM as token ids, so both backends see the same input) and,
+loaded only when something asks for it, the HF model itself (:class:`DeferredModel`):
+conditions are prepared (vectors extracted, norms measured) and model-using scorers run
+on it, so a vector is the same whichever backend generates with it.
+
+vLLM is imported here only when an engine starts: the main virtualenv does not have it
+(vLLM 0.32 pins transformers<5.20; it lives in ``.venv-vllm``, scripts/install-vllm.sh).
+A GGUF source (the embedded model) is converted once to a safetensors folder, which vLLM
+loads; the conversion is cached by the GGUF file's hash.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+
+from harness.config.spec import ModelSpec
+from harness.core.errors import ModelLoadError
+from harness.model import vllm_hooks
+
+log = logging.getLogger(__name__)
+
+VLLM_MISSING = (
+    "model.backend = 'vllm' needs vLLM, which lives in its own virtualenv: run "
+    "scripts/install-vllm.sh and use .venv-vllm/bin/steer-harness (or set backend = 'hf')"
+)
+
+
+def vllm_problem() -> str | None:
+    """Why the vLLM backend cannot run here (vLLM is not installed), without importing it."""
+    return VLLM_MISSING if find_spec("vllm") is None else None
+
+
+def cache_root() -> Path:
+    """Where converted models are kept: ``$STEER_HARNESS_CACHE`` or ~/.cache/steer-harness."""
+    base = os.environ.get("STEER_HARNESS_CACHE")
+    return Path(base) if base else Path.home() / ".cache" / "steer-harness"
+
+
+def _sha256(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def safetensors_folder(source: str, gguf: str | None, kwargs: dict[str, Any]) -> str:
+    """A folder vLLM can load: ``source`` itself, or for a GGUF file its dequantized
+    float32 safetensors conversion (made once, then found by the file's hash)."""
+    if not gguf:
+        return source
+    gguf_path = Path(source) / gguf
+    if not gguf_path.is_file():
+        raise ModelLoadError(f"the vLLM backend needs a local GGUF file; not found: {gguf_path}")
+    target = cache_root() / "vllm-models" / _sha256(gguf_path)[:24]
+    if (target / "config.json").is_file():
+        return str(target)
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s to safetensors for vLLM (once) in %s", gguf_path.name, target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".converting-"))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **kwargs)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        del model
+        os.replace(tmp, target)  # atomic: a killed conversion leaves no half folder behind
+    except OSError:
+        if (target / "config.json").is_file():  # another process finished first
+            shutil.rmtree(tmp, ignore_errors=True)
+            return str(target)
+        raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return str(target)
+
+
+class DeferredModel:
+    """The HF model of a vLLM-backed run, loaded on first use.
+
+    Only preparing a condition (extracting a vector) or a model-using scorer needs it, so a
+    run that generates with vLLM alone never holds two copies of the weights."""
+
+    def __init__(self, load: Callable[[], Any]):
+        self._load = load
+        self._model: Any = None
+
+    @property
+    def loaded(self) -> Any:
+        if self._model is None:
+            self._model = self._load()
+        return self._model
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.loaded, name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.loaded(*args, **kwargs)
+
+
+class VllmEngine:
+    """One ``vllm.LLM`` in eager mode, started on first use, and the hook calls on it."""
+
+    def __init__(self, spec: ModelSpec, folder: str, dtype: str):
+        self.spec = spec
+        self.folder = folder
+        self.dtype = dtype
+        self._llm: Any = None
+        self._eos: list[int] | None = None
+
+    @property
+    def llm(self) -> Any:
+        if self._llm is None:
+            problem = vllm_problem()
+            if problem is not None:
+                raise ModelLoadError(problem)
+            # Functions sent to the workers (the hooks) are pickled; vLLM refuses that
+            # unless this is set. They are ours, from an importable module.
+            os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
+            from vllm import LLM
+
+            spec = self.spec
+            args: dict[str, Any] = {
+                "model": self.folder,
+                "dtype": self.dtype,
+                "tensor_parallel_size": spec.tensor_parallel_size,
+                "gpu_memory_utilization": spec.gpu_memory_utilization,
+                "enforce_eager": True,  # Python hooks do not run inside captured graphs
+                "seed": 0,
+                "trust_remote_code": spec.trust_remote_code,
+            }
+            if spec.max_model_len is not None:
+                args["max_model_len"] = spec.max_model_len
+            if spec.revision and not Path(self.folder).exists():
+                args["revision"] = spec.revision
+            try:
+                self._llm = LLM(**args)
+            except Exception as exc:  # vLLM raises many kinds at start-up
+                raise ModelLoadError(
+                    f"vLLM cannot load model '{spec.id}' from '{self.folder}': {exc}"
+                ) from exc
+            layers = set(self._llm.apply_model(vllm_hooks.layer_count))
+            log.info("vLLM engine ready: %s, %s decoder layers", self.folder, layers)
+        return self._llm
+
+    def eos_ids(self, tokenizer: Any) -> list[int]:
+        """End-of-sequence ids as the HF path finds them (generation config, tokenizer),
+        read from the folder vLLM loads, without loading the HF model."""
+        if self._eos is None:
+            from transformers import AutoConfig, GenerationConfig
+
+            try:
+                config = GenerationConfig.from_pretrained(self.folder)
+            except OSError:
+                config = GenerationConfig.from_model_config(AutoConfig.from_pretrained(self.folder))
+            ids: set[int] = set()
+            for value in (config.eos_token_id, tokenizer.eos_token_id):
+                if isinstance(value, int):
+                    ids.add(value)
+                elif isinstance(value, list):
+                    ids.update(int(v) for v in value)
+            self._eos = sorted(ids)
+        return list(self._eos)
+
+    def install(self, edits: dict[int, list[vllm_hooks.Edit]]) -> None:
+        if edits:
+            self.llm.apply_model(functools.partial(vllm_hooks.install_hooks, edits))
+
+    def remove(self) -> None:
+        if self._llm is not None:
+            self._llm.apply_model(vllm_hooks.remove_hooks)
+
+    def hooks_left(self) -> int:
+        """Hooks on the decoder layers of every worker (0 when steering left it clean)."""
+        if self._llm is None:
+            return 0
+        return sum(self._llm.apply_model(vllm_hooks.hook_count))
+
+    def generate(self, prompts: list[list[int]], params: list[Any]) -> list[Any]:
+        from vllm.inputs import TokensPrompt
+
+        inputs = [TokensPrompt(prompt_token_ids=ids) for ids in prompts]
+        return list(self.llm.generate(inputs, params, use_tqdm=False))
