@@ -25,6 +25,12 @@ class PathEscapeError(UserError, ValueError):
         )
 
 
+def cache_root() -> Path:
+    """Where the harness keeps what it builds once per machine (fitted classifier heads,
+    converted models): ``$STEER_HARNESS_CACHE``, else ~/.cache/steer-harness."""
+    return Path(os.environ.get("STEER_HARNESS_CACHE") or Path.home() / ".cache" / "steer-harness")
+
+
 def climbs_out(value: str) -> bool:
     """True for a relative path that leaves its base folder (``../x``, ``a/../../x``)."""
     p = Path(value).expanduser()

@@ -104,3 +104,12 @@ def file_sha256(path: Path, complete_lines: bool = False) -> str | None:
     digest = h.hexdigest()
     _SHA_MEMO[memo] = digest
     return digest
+
+
+def sha256_of(path: Path) -> str:
+    """:func:`file_sha256` of a file that must exist (FileNotFoundError otherwise): the
+    digest that keys a cache or a fingerprint by a file's exact bytes."""
+    digest = file_sha256(path)
+    if digest is None:
+        raise FileNotFoundError(path)
+    return digest

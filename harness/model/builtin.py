@@ -31,7 +31,6 @@ import hashlib
 import importlib.util
 import json
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -41,10 +40,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from harness.config.paths import cache_root
 from harness.config.prompts import load_prompts
 from harness.config.spec import PromptSource
 from harness.core.errors import ModelLoadError
-from harness.core.files import write_atomic
+from harness.core.files import sha256_of, write_atomic
 from harness.core.ids import content_id
 from prompts import data_path
 
@@ -198,24 +198,12 @@ class CrossFittedClassifier(nn.Module):
         return SequenceClassifierOutput(logits=logits)
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("STEER_HARNESS_CACHE") or Path.home() / ".cache" / "steer-harness")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 @cache
 def _encoder_files(folder: str) -> dict[str, str]:
     """SHA-256 of the encoder's weight files (memoised: they are read once per process)."""
     root = Path(folder)
     files = sorted(root.glob("*.safetensors")) or sorted(root.glob("*.bin"))
-    return {f.name: _sha256(f) for f in files}
+    return {f.name: sha256_of(f) for f in files}
 
 
 def heads_key(encoder: Path, labelled: Path, folds: int, C: float, max_iter: int) -> str:
@@ -223,7 +211,7 @@ def heads_key(encoder: Path, labelled: Path, folds: int, C: float, max_iter: int
     return content_id(
         {
             "encoder": _encoder_files(str(encoder)),
-            "labelled": _sha256(labelled),
+            "labelled": sha256_of(labelled),
             "folds": folds,
             "C": C,
             "max_iter": max_iter,
@@ -410,8 +398,8 @@ def build_crossfitted(
     fp = {
         "source": str(encoder),
         "files": dict(_encoder_files(str(encoder))),
-        "heads": {path.name: _sha256(path)},
-        "labelled": _sha256(labelled),
+        "heads": {path.name: sha256_of(path)},
+        "labelled": sha256_of(labelled),
         "folds": folds,
         "C": C,
     }

@@ -13,7 +13,6 @@ reads the config's ``architectures`` (:func:`resolve_task`).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.util
 import logging
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from torch import nn
 
 from harness.config.spec import ModelSpec
 from harness.core.errors import ModelLoadError
+from harness.core.files import sha256_of
 from harness.model.builtin import builtin_config, builtin_key, is_builtin, load_builtin
 from harness.model.device import pick_device, pick_dtype
 from harness.model.layers import block_layers, decoder_layers
@@ -259,14 +259,6 @@ class LoadedModel:
         return {k: v.to(self.device) for k, v in enc.items()}
 
 
-def _file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def fingerprint(spec: ModelSpec, source: str, gguf: str | None, config: Any) -> dict[str, Any]:
     """Revision or file hashes for the manifest: which exact weights produced the texts."""
     out: dict[str, Any] = {"id": spec.id, "source": source}
@@ -277,7 +269,7 @@ def fingerprint(spec: ModelSpec, source: str, gguf: str | None, config: Any) -> 
             if gguf
             else sorted(local.glob("*.safetensors")) or sorted(local.glob("*.bin"))
         )
-        out["files"] = {f.name: _file_sha256(f) for f in files if f.is_file()}
+        out["files"] = {f.name: sha256_of(f) for f in files if f.is_file()}
     else:
         out["revision"] = spec.revision or "main"
         commit = getattr(config, "_commit_hash", None)

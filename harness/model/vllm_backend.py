@@ -17,7 +17,6 @@ loads; the conversion is cached by the GGUF file's hash.
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import os
 import shutil
@@ -27,8 +26,10 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
+from harness.config.paths import cache_root
 from harness.config.spec import ModelSpec
 from harness.core.errors import ModelLoadError
+from harness.core.files import sha256_of
 from harness.model import vllm_hooks
 
 log = logging.getLogger(__name__)
@@ -44,20 +45,6 @@ def vllm_problem() -> str | None:
     return VLLM_MISSING if find_spec("vllm") is None else None
 
 
-def cache_root() -> Path:
-    """Where converted models are kept: ``$STEER_HARNESS_CACHE`` or ~/.cache/steer-harness."""
-    base = os.environ.get("STEER_HARNESS_CACHE")
-    return Path(base) if base else Path.home() / ".cache" / "steer-harness"
-
-
-def _sha256(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def safetensors_folder(source: str, gguf: str | None, kwargs: dict[str, Any]) -> str:
     """A folder vLLM can load: ``source`` itself, or for a GGUF file its dequantized
     float32 safetensors conversion (made once, then found by the file's hash)."""
@@ -66,7 +53,7 @@ def safetensors_folder(source: str, gguf: str | None, kwargs: dict[str, Any]) ->
     gguf_path = Path(source) / gguf
     if not gguf_path.is_file():
         raise ModelLoadError(f"the vLLM backend needs a local GGUF file; not found: {gguf_path}")
-    target = cache_root() / "vllm-models" / _sha256(gguf_path)[:24]
+    target = cache_root() / "vllm-models" / sha256_of(gguf_path)[:24]
     if (target / "config.json").is_file():
         return str(target)
     import torch

@@ -213,12 +213,13 @@ def analyze_plan(plan: Plan, baseline: str | None = None, n_boot: int | None = N
     opts = plan.spec.analysis
     baseline = baseline or plan.spec.baseline.name
     n_boot = opts.bootstrap_resamples if n_boot is None else n_boot
-    if plan.task == "classify":
-        key = classification_key(plan, baseline, n_boot)
-        stored = stored_analysis(plan, key)
-        if stored is not None:
-            log.info("%s: inputs unchanged, analysis reused", plan.run.analysis)
-            return stored
+    classify = plan.task == "classify"
+    key = (classification_key if classify else analysis_key)(plan, baseline, n_boot)
+    stored = stored_analysis(plan, key)
+    if stored is not None:
+        log.info("%s: inputs unchanged, analysis reused", plan.run.analysis)
+        return stored
+    if classify:
         return analyze_classification(
             plan.run,
             current_classifications(plan),
@@ -232,11 +233,6 @@ def analyze_plan(plan: Plan, baseline: str | None = None, n_boot: int | None = N
             condition_info=condition_info(plan),
             key=key,
         )
-    key = analysis_key(plan, baseline, n_boot)
-    stored = stored_analysis(plan, key)
-    if stored is not None:
-        log.info("%s: inputs unchanged, analysis reused", plan.run.analysis)
-        return stored
     return analyze_run_dir(
         plan.run,
         baseline,
