@@ -117,8 +117,10 @@ class HFJudgeModel:
         Fastest first: the prompt once, then every candidate's tokens as one prefix tree in
         one pass over the prompt's key/value cache (:meth:`_trie_logprobs`); checked once
         per judge model against candidate batches over copies of the cache, which a model
-        that ignores a 4D attention mask would fail, and used from then on only if equal.
-        Models that cannot continue from a cache run prompt + candidate in full."""
+        that ignores a 4D attention mask would fail, and used (that first call included)
+        only if equal, so a prompt's values depend on the model alone, never on whether it
+        was a process's first call (a resumed run, a Ray actor). Models that cannot continue
+        from a cache run prompt + candidate in full."""
         prefix, sep = self.render(prompt)
         prompt_ids, cands = self.candidate_ids(prefix, sep)
         try:
@@ -132,7 +134,7 @@ class HFJudgeModel:
                     or (a is not None and b is not None and abs(a - b) <= 1e-3 * max(1, abs(b)))
                     for a, b in zip(fast, slow, strict=True)
                 )
-                return slow
+                return fast if self.trie_ok else slow
             return fast
         except (TypeError, AttributeError, NotImplementedError, ValueError, RuntimeError):
             return self._full_logprobs(prompt_ids, cands)
