@@ -133,8 +133,18 @@ def run(spec: Path, stages_: tuple[str, ...] = ("generate", "score")) -> Path:
 def reference(
     models: dict[str, Path], tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
-    """The local engine's run, every Ray run's reference."""
-    return run(write_spec(tmp_path_factory.mktemp("local"), tiny_model_dir, scorers_toml(models)))
+    """The local engine's run, every Ray run's reference, on the actors' thread count (one,
+    as ``num_cpus = 1``): on CPU a float reduction's last bits depend on it (README, Scale
+    out), and CI runs without OMP_NUM_THREADS."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        spec = write_spec(tmp_path_factory.mktemp("local"), tiny_model_dir, scorers_toml(models))
+        return run(spec)
+    finally:
+        torch.set_num_threads(threads)
 
 
 class PoolSpy:
