@@ -36,7 +36,7 @@ TEXTS = [
 ]
 
 
-def save_classifier(path: Path, kind: str = "bert", seed: int = 0) -> Path:
+def save_classifier(path: Path, kind: str = "bert", seed: int = 0, layers: int = 2) -> Path:
     import transformers as tf
     from tiny import bert_config, build_tokenizer
 
@@ -45,12 +45,14 @@ def save_classifier(path: Path, kind: str = "bert", seed: int = 0) -> Path:
     torch.manual_seed(seed)
     model: Any
     if kind == "bert":
-        model = tf.BertForSequenceClassification(bert_config(tok, num_labels=3, **labels))
+        model = tf.BertForSequenceClassification(
+            bert_config(tok, num_labels=3, num_hidden_layers=layers, **labels)
+        )
     else:
         cfg = tf.DistilBertConfig(
             vocab_size=len(tok),
             dim=32,
-            n_layers=2,
+            n_layers=layers,
             n_heads=4,
             hidden_dim=64,
             max_position_embeddings=64,

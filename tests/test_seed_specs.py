@@ -35,6 +35,15 @@ sys.path.insert(0, str(ROOT / "scripts"))
 SEED_SPECS = sorted(p for p in SEEDS.glob("*.toml"))
 
 
+def classifies(path: Path) -> bool:
+    """Whether a seed spec is a classification-shift task (its own smoke path)."""
+    return tomllib.loads(path.read_text()).get("model", {}).get("task") == "classify"
+
+
+GENERATING = [p for p in SEED_SPECS if not classifies(p)]
+CLASSIFYING = [p for p in SEED_SPECS if classifies(p)]
+
+
 @pytest.fixture(scope="module")
 def tiny_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from tiny import build_model
@@ -47,7 +56,11 @@ def tiny_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     model.save_pretrained(root / "lm")
     tok.save_pretrained(root / "lm")
     st_dir, _ = save_tiny_sentence_model(root / "embed")
-    return {"lm": root / "lm", "embed": st_dir}
+    from test_classify import save_classifier, write_labelled
+
+    classifier = save_classifier(root / "classifier", layers=6)
+    labelled = write_labelled(root / "labelled.jsonl")
+    return {"lm": root / "lm", "embed": st_dir, "classifier": classifier, "labelled": labelled}
 
 
 def smoke(data: dict[str, Any], dirs: dict[str, Path], tmp: Path) -> dict[str, Any]:
@@ -84,12 +97,49 @@ def smoke(data: dict[str, Any], dirs: dict[str, Path], tmp: Path) -> dict[str, A
     return out
 
 
+def smoke_classify(data: dict[str, Any], dirs: dict[str, Path], tmp: Path) -> dict[str, Any]:
+    """A classification seed at smoke size: a tiny random 6-block BERT classifier (joy,
+    neutral, fear; so the spec's layer indices stay valid) and its 9 labelled texts, as
+    prompts and as the class-mean vectors' source."""
+    out = json.loads(json.dumps(data))
+    out["model"] = {**out["model"], "id": str(dirs["classifier"]), "device": "cpu"}
+    out["prompts"] = {**out.get("prompts", {}), "file": str(dirs["labelled"])}
+    out["analysis"] = {**out.get("analysis", {}), "bootstrap_resamples": 100}
+    out["output_dir"] = str(tmp / "run")
+    out["report"] = {**out.get("report", {}), "path": str(tmp / "report.md"), "samples": 1}
+    for cond in out.get("conditions", []):
+        vector = cond.get("params", {}).get("vector", {})
+        if "classes" in vector:
+            vector["classes"] = str(dirs["labelled"])
+    return out
+
+
 def test_every_protocol_has_a_seed_spec():
     names = {p.stem for p in SEED_SPECS}
-    assert {"fear-caution-memory", "layer-scales", "guide-search"} <= names
+    assert {"fear-caution-memory", "layer-scales", "guide-search", "encoder-shift"} <= names
 
 
-@pytest.mark.parametrize("path", SEED_SPECS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", CLASSIFYING, ids=lambda p: p.stem)
+def test_classification_seed_runs_end_to_end_at_smoke_size(path: Path, tiny_dirs, tmp_path):
+    data = tomllib.loads(path.read_text())
+    spec = validate_spec(smoke_classify(data, tiny_dirs, tmp_path), str(path), SEEDS)
+    plan = build_plan(spec, str(path))
+    run_stages(plan, str(path))
+    run = tmp_path / "run"
+    gens = [json.loads(line) for line in (run / "generations.jsonl").read_text().splitlines()]
+    n_texts = len(tiny_dirs["labelled"].read_text().splitlines())
+    swept = sum(len(c.get("sweep", {}).get("coefficient", [0])) for c in data["conditions"])
+    assert len(gens) == n_texts * (1 + swept)
+    assert {g["kind"] for g in gens} == {"classification"}
+    shift = json.loads((run / "analysis.json").read_text())["classification_shift"]
+    assert shift["target"] == data["analysis"]["target"]
+    assert len(shift["by_condition"]) == 1 + swept
+    report = (tmp_path / "report.md").read_text()
+    for section in ["## Classification shift", "## Setup", "## Manifest"]:
+        assert section in report, section
+
+
+@pytest.mark.parametrize("path", GENERATING, ids=lambda p: p.stem)
 def test_seed_spec_runs_end_to_end_at_smoke_size(path: Path, tiny_dirs, tmp_path):
     data = tomllib.loads(path.read_text())
     spec = validate_spec(smoke(data, tiny_dirs, tmp_path), str(path), SEEDS)

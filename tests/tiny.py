@@ -125,20 +125,21 @@ def build_model(kind: str = "llama", vocab_size: int = 1000, layers: int = 2, se
 
 
 def bert_config(tok, **extra):  # type: ignore[no-untyped-def]
-    """A 2-layer BERT config over ``tok`` (classifier and sentence-embedding tests)."""
+    """A 2-layer BERT config over ``tok`` (classifier and sentence-embedding tests);
+    ``extra`` adds or overrides fields (``num_hidden_layers``, labels)."""
     import transformers as tf
 
-    return tf.BertConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        pad_token_id=tok.pad_token_id,
-        initializer_range=0.5,
-        **extra,
-    )
+    fields = {
+        "vocab_size": len(tok),
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "intermediate_size": 64,
+        "max_position_embeddings": 64,
+        "pad_token_id": tok.pad_token_id,
+        "initializer_range": 0.5,
+    }
+    return tf.BertConfig(**{**fields, **extra})
 
 
 def save_tiny(path: Path, kind: str = "llama", layers: int = 2, chat_template: bool = True) -> Path:
