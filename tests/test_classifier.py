@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import torch
+from tiny import save_classifier
 
 from harness.core.scoring import SCORERS, ScorerContext, ScoringItem
 from judges.classifier import ClassifierError, ClassifierParams, ClassifierScorer
@@ -24,35 +25,16 @@ TEXTS = [
 ]
 
 
-def save_tiny_classifier(path: Path, problem_type: str | None = None, labels=None) -> Path:  # type: ignore[no-untyped-def]
-    import transformers as tf
-    from tiny import bert_config, build_tokenizer
-
-    tok = build_tokenizer(chat_template=False)
-    labels = labels or ["calm", "fear", "joy"]
-    torch.manual_seed(0)
-    cfg = bert_config(
-        tok,
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={n: i for i, n in enumerate(labels)},
-        problem_type=problem_type,
-    )
-    model = tf.BertForSequenceClassification(cfg)
-    path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def clf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_classifier(tmp_path_factory.mktemp("clf"))
+    return save_classifier(tmp_path_factory.mktemp("clf"))
 
 
 @pytest.fixture(scope="module")
 def multi_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_classifier(tmp_path_factory.mktemp("multi"), "multi_label_classification")
+    return save_classifier(
+        tmp_path_factory.mktemp("multi"), problem_type="multi_label_classification"
+    )
 
 
 def raw_logits(path: Path, text: str) -> list[float]:

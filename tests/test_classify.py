@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from tiny import CLASSIFY_LABELS, TEXTS, write_labelled
+from tiny import save_classifier as save_any_classifier
 
 from harness.config.spec import ModelSpec, load_spec
 from harness.core.errors import SpecError
@@ -22,57 +24,11 @@ from harness.model.loading import load_model
 from harness.run.plan import build_plan
 from harness.run.runner import open_plan, run_stages
 
-LABELS = ["joy", "neutral", "fear"]
-TEXTS = [
-    "describe your walk to the bakery this morning .",
-    "tell me about the room you are sitting in .",
-    "what books are on your shelf ?",
-    "describe a day at the beach .",
-    "i am afraid of the dark .",
-    "happy",
-    "tell me about a hobby you started recently .",
-    "what did you eat for breakfast ?",
-    "describe how you do your laundry .",
-]
+LABELS = list(CLASSIFY_LABELS)
 
 
-def save_classifier(path: Path, kind: str = "bert", seed: int = 0, layers: int = 2) -> Path:
-    import transformers as tf
-    from tiny import bert_config, build_tokenizer
-
-    tok = build_tokenizer(chat_template=False)
-    labels = {"id2label": dict(enumerate(LABELS)), "label2id": {n: i for i, n in enumerate(LABELS)}}
-    torch.manual_seed(seed)
-    model: Any
-    if kind == "bert":
-        model = tf.BertForSequenceClassification(
-            bert_config(tok, num_labels=3, num_hidden_layers=layers, **labels)
-        )
-    else:
-        cfg = tf.DistilBertConfig(
-            vocab_size=len(tok),
-            dim=32,
-            n_layers=layers,
-            n_heads=4,
-            hidden_dim=64,
-            max_position_embeddings=64,
-            pad_token_id=tok.pad_token_id,
-            initializer_range=0.5,
-            num_labels=3,
-            **labels,
-        )
-        model = tf.DistilBertForSequenceClassification(cfg)
-    path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
-
-
-def write_labelled(path: Path, texts: list[str] = TEXTS) -> Path:
-    with path.open("w") as fh:
-        for i, t in enumerate(texts):
-            fh.write(json.dumps({"id": f"t{i}", "text": t, "label": LABELS[i % 3]}) + "\n")
-    return path
+def _save(path: Path, kind: str = "bert", seed: int = 0, layers: int = 2) -> Path:
+    return save_any_classifier(path, kind, seed=seed, layers=layers, labels=LABELS)
 
 
 def write_spec(tmp: Path, model: Path, body: str = "", conditions: str | None = None) -> Path:
@@ -119,7 +75,7 @@ def records(run_dir: Path) -> dict[tuple[str, str], dict[str, Any]]:
 @pytest.fixture(scope="module", params=["bert", "distilbert"])
 def classifier_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     tmp = tmp_path_factory.mktemp(request.param)
-    model = save_classifier(tmp / "model", request.param)
+    model = _save(tmp / "model", request.param)
     spec = write_spec(tmp, model)
     plan, source = open_plan(spec)
     summary = run_stages(plan, source)
@@ -173,7 +129,7 @@ def test_hooks_removed_after_steering(tmp_path: Path) -> None:
     from harness.steering.base import MethodContext, NoSteering
     from harness.steering.methods.activation import ActivationSteering
 
-    model = save_classifier(tmp_path / "m")
+    model = _save(tmp_path / "m")
     write_labelled(tmp_path / "texts.jsonl")
     lm = load_model(ModelSpec(id=str(model), task="classify"))
     params = ActivationSteering.Params.model_validate(
@@ -203,7 +159,7 @@ def test_class_mean_vector_equals_hand_computation(tmp_path: Path, kind: str) ->
     from harness.steering.base import MethodContext
     from harness.steering.methods.activation import obtain_vector
 
-    model = save_classifier(tmp_path / "m", kind)
+    model = _save(tmp_path / "m", kind)
     write_labelled(tmp_path / "texts.jsonl")
     lm = load_model(ModelSpec(id=str(model)))
     assert lm.task == "classify" and len(lm.layers) == 2
@@ -236,7 +192,7 @@ def test_last_token_of_right_padded_texts(tmp_path: Path) -> None:
 
     from harness.steering.vectors import hidden_states
 
-    model = save_classifier(tmp_path / "m")
+    model = _save(tmp_path / "m")
     lm = load_model(ModelSpec(id=str(model)))
     assert lm.tokenizer.padding_side == "right"
     got = hidden_states(lm, TEXTS[:3], [1], "last")[1]
@@ -340,7 +296,7 @@ def problems_of(spec: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_classifier(tmp_path_factory.mktemp("bert") / "m")
+    return _save(tmp_path_factory.mktemp("bert") / "m")
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from tiny import save_tiny_sentence_model
 
 from harness.core.scoring import SCORERS, ScorerContext, ScoringItem
 from judges.embedding import (
@@ -39,30 +40,6 @@ EXAMPLES = {
     "calm": ["describe the room .", "the bakery is near the window .", "tell me about it ."],
 }
 TEXTS = ["i am afraid of the window .", "happy happy morning", "describe your walk ."]
-
-
-def save_tiny_sentence_model(path: Path) -> tuple[Path, Path]:
-    """(sentence-transformers folder, plain transformers folder) of one tiny random BERT."""
-    import transformers as tf
-    from sentence_transformers import SentenceTransformer
-    from tiny import bert_config, build_tokenizer
-
-    try:  # sentence-transformers >= 6
-        from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
-    except ImportError:
-        from sentence_transformers.models import Pooling, Transformer
-
-    tok = build_tokenizer(chat_template=False)
-    torch.manual_seed(1)
-    cfg = bert_config(tok)
-    raw = path / "raw"
-    tf.BertModel(cfg).save_pretrained(raw)
-    tok.save_pretrained(raw)
-    word = Transformer(str(raw))
-    pool = Pooling(cfg.hidden_size, pooling_mode="mean")
-    st_dir = path / "st"
-    SentenceTransformer(modules=[word, pool], device="cpu").save(str(st_dir))
-    return st_dir, raw
 
 
 @pytest.fixture(scope="module")

@@ -9,41 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny import digit_tokenizer
 
 from harness.config.spec import ModelSpec, SpecError
 from harness.core.scoring import ScorerContext, ScoringItem
 from harness.model.loading import load_model
 from judges.llm.hf import HFJudgeModel
 from judges.llm.scorer import JudgeParams, JudgeScorer
-
-
-def digit_tokenizer():  # type: ignore[no-untyped-def]
-    """Word-level, with each digit its own token: '42' -> '4', '2' (like Llama 2)."""
-    from tiny import CHAT_TEMPLATE, SPECIALS, _vocab_words
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    words = [*_vocab_words(), "score", ":", *list("0123456789")]
-    vocab = {tok: i for i, tok in enumerate(SPECIALS + sorted(set(words)))}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.WhitespaceSplit(),
-            pre_tokenizers.Digits(individual_digits=True),
-            pre_tokenizers.Punctuation(),
-        ]
-    )
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        unk_token="<unk>",
-        pad_token="<pad>",
-        bos_token="<s>",
-        eos_token="<|im_end|>",
-        additional_special_tokens=["<|im_start|>"],
-    )
-    fast.chat_template = CHAT_TEMPLATE
-    return fast
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -22,8 +21,8 @@ from typing import Any
 
 import pytest
 from conftest import spec_toml, write_prompts
+from ray_cluster import local_cluster, records
 
-from harness.core.store import JsonlStore
 from harness.run import stages
 from harness.run.runner import open_plan, run_stages
 
@@ -39,17 +38,8 @@ RAY = '\n[execution]\nengine = "ray"\nworkers = 2\nbatches_per_task = 1\n'
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[str]:
     """A 2-CPU Ray cluster for this module; its GCS address for other drivers."""
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
-        logging_level=logging.WARNING,
-        log_to_driver=False,
-    )
-    try:
-        yield ray.get_runtime_context().gcs_address
-    finally:
-        ray.shutdown()
+    with local_cluster() as address:
+        yield address
 
 
 def write_spec(folder: Path, model_dir: Path, extra: str = "") -> Path:
@@ -64,17 +54,6 @@ def write_spec(folder: Path, model_dir: Path, extra: str = "") -> Path:
     text = text.replace("seeds = ", "conditions_per_batch = 2\nseeds = ", 1)
     spec.write_text(text + extra)
     return spec
-
-
-def records(path: Path) -> list[str]:
-    """The store's records as canonical JSON without their timestamps, asserting that no
-    id occurs twice."""
-    recs = list(JsonlStore(path).iter_dicts())
-    ids = [r["id"] for r in recs]
-    assert len(ids) == len(set(ids)), f"{path}: duplicated ids"
-    return sorted(
-        json.dumps({k: v for k, v in r.items() if k != "created"}, sort_keys=True) for r in recs
-    )
 
 
 def lines(path: Path) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import shutil
 import signal
@@ -22,9 +21,9 @@ from typing import Any
 
 import pytest
 from conftest import spec_toml, write_prompts
+from ray_cluster import local_cluster, records
 
 from harness.core.errors import EngineError
-from harness.core.store import JsonlStore
 from harness.run import stages
 from harness.run.runner import open_plan, run_stages
 
@@ -38,30 +37,20 @@ RAY = '\n[execution]\nengine = "ray"\nworkers = 2\nbatches_per_task = 1\n'
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[str]:
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
-        logging_level=logging.WARNING,
-        log_to_driver=False,
-    )
-    try:
-        yield ray.get_runtime_context().gcs_address
-    finally:
-        ray.shutdown()
+    """A 2-CPU Ray cluster for this module; its GCS address for other drivers."""
+    with local_cluster() as address:
+        yield address
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from test_classifier import save_tiny_classifier
-    from test_judge_hf import digit_tokenizer
-    from tiny import build_model
+    from tiny import build_model, digit_tokenizer, save_classifier
 
     judge = tmp_path_factory.mktemp("judge")
     tok = digit_tokenizer()
     build_model("llama", vocab_size=len(tok), layers=2, seed=3).save_pretrained(judge)
     tok.save_pretrained(judge)
-    return {"classifier": save_tiny_classifier(tmp_path_factory.mktemp("clf")), "judge": judge}
+    return {"classifier": save_classifier(tmp_path_factory.mktemp("clf")), "judge": judge}
 
 
 def scorers_toml(models: dict[str, Path], judge: bool = True) -> str:
@@ -112,15 +101,6 @@ def write_spec(folder: Path, model_dir: Path, scorers: str, extra: str = "") -> 
     spec = folder / "spec.toml"
     spec.write_text(text + scorers + extra)
     return spec
-
-
-def records(path: Path) -> list[str]:
-    recs = list(JsonlStore(path).iter_dicts())
-    ids = [r["id"] for r in recs]
-    assert len(ids) == len(set(ids)), f"{path}: duplicated ids"
-    return sorted(
-        json.dumps({k: v for k, v in r.items() if k != "created"}, sort_keys=True) for r in recs
-    )
 
 
 def run(spec: Path, stages_: tuple[str, ...] = ("generate", "score")) -> Path:

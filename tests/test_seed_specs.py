@@ -20,8 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_embedding import save_tiny_sentence_model
-from test_judge_hf import digit_tokenizer
+from tiny import (
+    CLASSIFY_LABELS,
+    digit_tokenizer,
+    save_classifier,
+    save_tiny_sentence_model,
+    write_labelled,
+)
 
 from harness.config.spec import ModelSpec, validate_spec
 from harness.model.loading import load_model
@@ -56,9 +61,7 @@ def tiny_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     model.save_pretrained(root / "lm")
     tok.save_pretrained(root / "lm")
     st_dir, _ = save_tiny_sentence_model(root / "embed")
-    from test_classify import save_classifier, write_labelled
-
-    classifier = save_classifier(root / "classifier", layers=6)
+    classifier = save_classifier(root / "classifier", layers=6, labels=CLASSIFY_LABELS)
     labelled = write_labelled(root / "labelled.jsonl")
     return {"lm": root / "lm", "embed": st_dir, "classifier": classifier, "labelled": labelled}
 

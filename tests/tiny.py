@@ -152,3 +152,124 @@ def save_tiny(path: Path, kind: str = "llama", layers: int = 2, chat_template: b
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+def save_classifier(  # type: ignore[no-untyped-def]
+    path: Path,
+    kind: str = "bert",
+    seed: int = 0,
+    layers: int = 2,
+    labels=("calm", "fear", "joy"),
+    problem_type: str | None = None,
+) -> Path:
+    """Save a tiny random sequence classifier (``kind`` "bert" or "distilbert") over the
+    word-level tokenizer; ``labels`` name its classes in order."""
+    import transformers as tf
+
+    tok = build_tokenizer(chat_template=False)
+    names = list(labels)
+    fields = {"id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)}}
+    torch.manual_seed(seed)
+    if kind == "bert":
+        cfg = bert_config(
+            tok,
+            num_labels=len(names),
+            num_hidden_layers=layers,
+            problem_type=problem_type,
+            **fields,
+        )
+        model = tf.BertForSequenceClassification(cfg)
+    else:
+        dcfg = tf.DistilBertConfig(
+            vocab_size=len(tok),
+            dim=32,
+            n_layers=layers,
+            n_heads=4,
+            hidden_dim=64,
+            max_position_embeddings=64,
+            pad_token_id=tok.pad_token_id,
+            initializer_range=0.5,
+            num_labels=len(names),
+            problem_type=problem_type,
+            **fields,
+        )
+        model = tf.DistilBertForSequenceClassification(dcfg)
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def save_tiny_sentence_model(path: Path) -> tuple[Path, Path]:
+    """(sentence-transformers folder, plain transformers folder) of one tiny random BERT."""
+    import transformers as tf
+    from sentence_transformers import SentenceTransformer
+
+    try:  # sentence-transformers >= 6
+        from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    except ImportError:
+        from sentence_transformers.models import Pooling, Transformer
+
+    tok = build_tokenizer(chat_template=False)
+    torch.manual_seed(1)
+    cfg = bert_config(tok)
+    raw = path / "raw"
+    tf.BertModel(cfg).save_pretrained(raw)
+    tok.save_pretrained(raw)
+    word = Transformer(str(raw))
+    pool = Pooling(cfg.hidden_size, pooling_mode="mean")
+    st_dir = path / "st"
+    SentenceTransformer(modules=[word, pool], device="cpu").save(str(st_dir))
+    return st_dir, raw
+
+
+def digit_tokenizer():  # type: ignore[no-untyped-def]
+    """Word-level, with each digit its own token: '42' -> '4', '2' (like Llama 2)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = [*_vocab_words(), "score", ":", *list("0123456789")]
+    vocab = {tok: i for i, tok in enumerate(SPECIALS + sorted(set(words)))}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.WhitespaceSplit(),
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.Punctuation(),
+        ]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="<unk>",
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="<|im_end|>",
+        additional_special_tokens=["<|im_start|>"],
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+CLASSIFY_LABELS = ("joy", "neutral", "fear")
+TEXTS = [
+    "describe your walk to the bakery this morning .",
+    "tell me about the room you are sitting in .",
+    "what books are on your shelf ?",
+    "describe a day at the beach .",
+    "i am afraid of the dark .",
+    "happy",
+    "tell me about a hobby you started recently .",
+    "what did you eat for breakfast ?",
+    "describe how you do your laundry .",
+]
+"""Labelled texts over the tiny tokenizer's words, labelled in turn by CLASSIFY_LABELS."""
+
+
+def write_labelled(path: Path, texts: list[str] = TEXTS) -> Path:
+    """A labelled prompt file (id, text, label) of ``texts``."""
+    with path.open("w") as fh:
+        for i, t in enumerate(texts):
+            label = CLASSIFY_LABELS[i % len(CLASSIFY_LABELS)]
+            fh.write(json.dumps({"id": f"t{i}", "text": t, "label": label}) + "\n")
+    return path
