@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_report import build_run, degenerate_records, non_numbers, spec_dict, write_generations
+from synthetic_run import build_run, degenerate_records, non_numbers, spec_dict, write_generations
 
 from harness.cli import main
 from harness.report.compare import (

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
-from test_report import build_run, comp, non_numbers, sweep_records
+from synthetic_run import build_run, comp, non_numbers, sweep_records
 
 from harness.analysis.table import score_table
 from harness.core.store import JsonlStore
@@ -183,7 +183,7 @@ def test_sweep_points_survive_bad_coordinates():
 
 def test_dose_series_follow_the_comparisons(tmp_path):
     records, info, coefs = sweep_records()
-    from test_report import spec_dict
+    from synthetic_run import spec_dict
 
     conds = [{"name": n, "method": "activation", "params": {}} for n in info]
     a = build_run(tmp_path / "run", records, spec_dict("s", conds), info, generations=False)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_report import build_run
+from synthetic_run import build_run
 
 from harness.analysis.power import format_plan, power_rows
 from harness.cli import main
