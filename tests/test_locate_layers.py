@@ -188,6 +188,14 @@ def test_located_layers_are_the_top_ranked_and_cached(tmp_path: Path, model4: Pa
     assert len(calls) == 1
     assert request.path.stat().st_mtime_ns == mtime
 
+    # The ranking is applied when reading: probe ranking reuses the same localisation.
+    spec.write_text(spec.read_text().replace("[locate]\n", '[locate]\nranking = "probe"\n'))
+    plan_probe, _ = open_plan(spec)
+    assert not plan_probe.pending_locates
+    by_probe = top_layers(doc, "residual", "probe", 2)
+    assert plan_probe.condition("act").params.layers == by_probe  # type: ignore[attr-defined]
+    spec.write_text(spec.read_text().replace('ranking = "probe"\n', ""))
+
     # Other pairs (one pair fewer) are another localisation, under another key.
     pairs = tmp_path / "fear-less.jsonl"
     lines = data_path("pairs/fear.jsonl").read_text().splitlines()
