@@ -381,6 +381,18 @@ def cmd_check(args: argparse.Namespace) -> int:
             f"  search: {len(plan.selection_prompts)} prompts for selection, "
             f"{len(plan.prompts)} held out and reported"
         )
+    for loc in plan.located:
+        if loc.layers is None:
+            print(
+                f"  locate: layers of '{loc.condition}' ({loc.text}) will be located when the "
+                f"run starts: {loc.request.describe()}; cached as {loc.request.path} (its "
+                "generations are planned after it)"
+            )
+        else:
+            print(
+                f"  locate: '{loc.condition}' ({loc.text}) -> layers {loc.layers} "
+                f"(cached {loc.request.path})"
+            )
     for cond in plan.pending_searches:
         print(f"  search pending for '{cond.name}' (its generations are planned after it)")
     for line in estimate_lines(plan):

@@ -5,7 +5,8 @@ tiny random Llama (14 layers, so the specs' layer indices stay valid), the promp
 short ones, one seed, four new tokens; embedding scorers get a tiny random sentence model,
 local HF judges the tiny model itself (its tokenizer spells numbers digit by digit), a
 stacked vector file is rebuilt for the tiny model by the script that made the real one,
-and a search takes two steps. Everything else (conditions, methods, layers, coefficient
+a search takes two steps, and a located layer's trait metric uses words of the tiny
+vocabulary. Everything else (conditions, methods, layers, coefficient
 lists, presets, scorer settings) is the spec's own, so a seed that stops working fails
 here. Whether the effects are real is for the committed full-size reports
 (reports/seeds/), not for random weights.
@@ -14,6 +15,7 @@ here. Whether the effects are real is for the committed full-size reports
 from __future__ import annotations
 
 import json
+import math
 import sys
 import tomllib
 from pathlib import Path
@@ -97,6 +99,12 @@ def smoke(data: dict[str, Any], dirs: dict[str, Path], tmp: Path) -> dict[str, A
     for cond in out.get("conditions", []):
         if "search" in cond:
             cond["search"]["steps"] = 2
+        layers = cond.get("params", {}).get("layers")
+        if isinstance(layers, str) and layers.startswith("locate:"):
+            # the trait metric in words of the tiny vocabulary (tests/tiny.py)
+            words = {"prefix": "i feel", "trait": "afraid", "neutral": "happy"}
+            metric = out.setdefault("locate", {}).setdefault("metric", {})
+            metric[layers.split(":")[1]] = words
     return out
 
 
@@ -119,7 +127,13 @@ def smoke_classify(data: dict[str, Any], dirs: dict[str, Path], tmp: Path) -> di
 
 def test_every_protocol_has_a_seed_spec():
     names = {p.stem for p in SEED_SPECS}
-    assert {"fear-caution-memory", "layer-scales", "guide-search", "encoder-shift"} <= names
+    assert {
+        "fear-caution-memory",
+        "layer-scales",
+        "guide-search",
+        "encoder-shift",
+        "locate-steer",
+    } <= names
 
 
 @pytest.mark.parametrize("path", CLASSIFYING, ids=lambda p: p.stem)
@@ -159,8 +173,13 @@ def test_seed_spec_runs_end_to_end_at_smoke_size(path: Path, tiny_dirs, tmp_path
         assert len(gens) == 1 + int(chosen)
         assert summary.searches[searched[0]] == result["chosen"]
     else:
-        assert sorted({g["condition"] for g in gens}) == sorted(["baseline", *conditions])
-        assert len(gens) == 2 * (1 + len(conditions))  # 2 prompts x 1 seed per condition
+        # a swept condition's points are named <condition>@<point>
+        groups = {g["condition"].split("@")[0] for g in gens}
+        assert sorted(groups) == sorted(["baseline", *conditions])
+        points = sum(
+            math.prod(len(v) for v in c.get("sweep", {}).values()) for c in data["conditions"]
+        )
+        assert len(gens) == 2 * (1 + points)  # 2 prompts x 1 seed per condition
     analysis = json.loads((run / "analysis.json").read_text())
     assert {"comparisons", "condition_info"} <= set(analysis)
     scorers = {sc.get("name") or sc["type"] for sc in data["scorers"]}

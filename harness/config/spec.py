@@ -31,7 +31,7 @@ from pydantic import (
 )
 
 from harness.config.paths import climbs_out, is_absolute, resolve_data_path
-from harness.config.vectors import LibraryVector, depth_range
+from harness.config.vectors import LibraryVector, depth_range, is_locate, parse_locate
 from harness.core.errors import SpecError
 from harness.core.params import Seed, Strict
 from harness.core.registry import closest
@@ -282,7 +282,11 @@ class SearchSpec(Strict):
     )
     rule: Literal["bracket", "momentum"] = "bracket"
     layers: list[int] | str | None = Field(
-        None, description="Candidate layers, or a depth range like '30%-60%'; default the params'."
+        None,
+        description=(
+            "Candidate layers, a depth range like '30%-60%', or 'locate:<pairs>[:<k>]' (the "
+            "top k located layers); default the params'."
+        ),
     )
     start: float = Field(gt=0, description="First coefficient (in the condition's mode).")
     factor: float = Field(
@@ -338,7 +342,9 @@ class SearchSpec(Strict):
     @field_validator("layers")
     @classmethod
     def _layers(cls, v: list[int] | str | None) -> list[int] | str | None:
-        if isinstance(v, str):
+        if is_locate(v):
+            parse_locate(str(v))  # raises on a malformed reference
+        elif isinstance(v, str):
             depth_range(v, 100)  # raises on a malformed range
         return v
 
@@ -460,6 +466,48 @@ class AnalysisSpec(Strict):
     )
 
 
+class MetricWords(Strict):
+    """The trait metric's words for one pair set: log P(prefix + trait | text) -
+    log P(prefix + neutral | text); any left out take the shipped default."""
+
+    prefix: str | None = Field(None, description="The continuation prefix (default ' I feel').")
+    trait: str | None = Field(None, description="The trait continuation.")
+    neutral: str | None = Field(None, description="The neutral continuation.")
+
+
+class LocateSpec(Strict):
+    """How ``layers = "locate:<pairs>[:<k>]"`` finds its layers: ``steer-harness locate``'s
+    measurements (:mod:`harness.locate`) on the pair set, run once when the run starts and
+    cached in the run directory (``locate/<key>.json``), then the top k layers of
+    ``component`` by ``ranking``."""
+
+    ranking: Literal["attribution", "probe"] = Field(
+        "attribution",
+        description=(
+            "attribution: the attribution-patching estimate of how much the site carries the "
+            "trait metric; probe: cross-validated linear-probe accuracy (ties by attribution)."
+        ),
+    )
+    component: Literal["residual", "attention", "mlp"] = Field(
+        "residual", description="The site ranked: the block's output, its attention or MLP output."
+    )
+    aggregate: Literal["last", "mean"] = Field(
+        "last", description="Last token or mean over tokens, as in vector extraction."
+    )
+    template: Literal["raw", "chat"] = Field("raw", description="Pair rendering.")
+    folds: int = Field(5, ge=2, description="Probe cross-validation folds.")
+    seed: Seed = Field(0, description="Seed of the probe's folds.")
+    check: int = Field(3, ge=0, description="Top layers checked by exact activation patching.")
+    metric: dict[str, MetricWords] = Field(
+        default_factory=dict,
+        description=(
+            "Per pair set (its file name without .jsonl: fear, joy, my-pairs), the trait "
+            "metric's words, overriding the defaults (prompts/pairs/continuations.json)."
+        ),
+    )
+    batch_size: int = Field(8, ge=1, description="Pairs per forward pass.")
+
+
 class ReportSpec(Strict):
     path: str | None = Field(None, description="Default: reports/<name>.md")
 
@@ -500,6 +548,9 @@ class Spec(Strict):
         "for a classification task (checked where the task is known: harness.run.plan).",
     )
     split: SplitSpec = Field(default_factory=SplitSpec)
+    locate: LocateSpec = Field(
+        default_factory=LocateSpec, description="How 'locate:<pairs>' layers are found."
+    )
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
     report: ReportSpec = Field(default_factory=ReportSpec)
     execution: ExecutionSpec = Field(default_factory=ExecutionSpec)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -105,6 +106,46 @@ def depth_range(text: str, num_layers: int) -> list[int]:
     return layers
 
 
+LOCATE = "locate:"
+"""The prefix of a located layer reference: ``"locate:<pairs>"`` or ``"locate:<pairs>:<k>"``."""
+
+
+@dataclass(frozen=True)
+class LocateRef:
+    """``layers = "locate:joy:2"``: the top ``k`` layers for the pair set ``pairs`` by the
+    spec's ``[locate]`` ranking. Resolved against the model by the plan
+    (:mod:`harness.locate.layers`), which writes the numbers in before anything else reads
+    the condition."""
+
+    text: str
+    pairs: str
+    k: int = 1
+
+
+def is_locate(value: Any) -> bool:
+    return isinstance(value, str) and value.strip().lower().startswith(LOCATE)
+
+
+def parse_locate(text: str) -> LocateRef:
+    """``"locate:joy"`` -> LocateRef(pairs="joy", k=1); ValueError naming the fix."""
+    body = text.strip()[len(LOCATE) :]
+    parts = [p.strip() for p in body.split(":")]
+    example = "e.g. 'locate:joy' (the top layer) or 'locate:joy:3' (the top 3)"
+    if not parts[0] or len(parts) > 2:
+        raise ValueError(f"'{text}' is not a located layer reference: give a pair set, {example}")
+    if len(parts) == 1:
+        return LocateRef(text, parts[0])
+    try:
+        k = int(parts[1])
+    except ValueError:
+        raise ValueError(
+            f"'{text}': the number of layers k must be an integer, got '{parts[1]}'; {example}"
+        ) from None
+    if k < 1:
+        raise ValueError(f"'{text}': the number of layers k must be 1 or more, got {k}")
+    return LocateRef(text, parts[0], k)
+
+
 def _layer_count(info: ValidationInfo) -> int | None:
     context = info.context if isinstance(info.context, dict) else {}
     count = context.get("num_layers")
@@ -133,10 +174,16 @@ def _as_layer_list(v: Any, info: ValidationInfo) -> Any:
                     "condition's params, not here"
                 )
             out += depth_range(item, count)
+        elif is_locate(item):
+            parse_locate(item)  # a malformed reference is reported as such
+            raise ValueError(
+                f"'{item}' is located when the run is planned: use it in a condition's "
+                "params.layers, sweep or search.layers, not here"
+            )
         elif isinstance(item, str):
             raise ValueError(
-                f"'{item}' is not a layer: give block indices (0-based), 'embedding', or a "
-                "depth range like '30%-60%'"
+                f"'{item}' is not a layer: give block indices (0-based), 'embedding', a "
+                "depth range like '30%-60%', or 'locate:<pairs>[:<k>]'"
             )
         else:
             out.append(item)
@@ -162,7 +209,8 @@ Layers = Annotated[
     PlainSerializer(lambda v: [layer_label(i) for i in v]),
 ]
 """Decoder layer indices (0-based), ``"embedding"`` (:data:`EMBEDDING`), or a depth range
-``"30%-60%"``: a list, or one of these."""
+``"30%-60%"``: a list, or one of these. (``"locate:<pairs>[:<k>]"`` is written into a
+condition's numbers by the plan before its params are validated.)"""
 
 
 class LibraryVector(VectorSource):

@@ -9,7 +9,8 @@ the declaration before any stage trusts it.
   :class:`ConditionInfo`, and one key per further analysis (agreement, coherence, ...).
 - :class:`ConditionInfo` — what the analysis and the report know about a condition beyond
   its name: method, typed params (as JSON), the metrics it targets, its control kind,
-  its sweep coordinates or its search outcome.
+  its sweep coordinates, its search outcome, the layers its ``locate:`` references
+  resolved to.
 - :class:`SearchResult` — ``search/<condition>.json``: a coefficient search's trajectory
   and chosen point.
 - :class:`ManifestDoc` — ``manifest.json``: what produced the records, one session per
@@ -60,6 +61,18 @@ class SearchInfo(TypedDict):
     trait: str
 
 
+class LocatedInfo(TypedDict):
+    """A ``locate:`` reference of a condition and the layers it was resolved to."""
+
+    reference: str
+    """As written, e.g. ``"locate:joy:3"``."""
+    layers: list[int]
+    ranking: str
+    component: str
+    localisation: str
+    """The cached localisation document (``<run>/locate/<key>.json``)."""
+
+
 class ConditionInfo(TypedDict):
     method: str
     params: dict[str, Any]
@@ -73,6 +86,7 @@ class ConditionInfo(TypedDict):
     """The kind of control this condition is (``"random"``), None for an ordinary one."""
     sweep: NotRequired[SweepInfo]
     search: NotRequired[SearchInfo]
+    located: NotRequired[list[LocatedInfo]]
 
 
 Comparison = dict[str, Any]

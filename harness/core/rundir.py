@@ -1,8 +1,8 @@
 """Every file name and path of a run directory, in one place.
 
 A run directory holds the stored spec, the manifest, the two append-only stores, the
-analysis, cached vectors and search results. Code elsewhere asks a :class:`RunDir` for a
-path instead of writing a file name, so the layout is defined once.
+analysis, cached vectors, localisations and search results. Code elsewhere asks a
+:class:`RunDir` for a path instead of writing a file name, so the layout is defined once.
 """
 
 from __future__ import annotations
@@ -76,6 +76,11 @@ class RunDir:
     def vectors(self) -> Path:
         """Cached extracted steering vectors (``<content id>.safetensors``)."""
         return self.root / "vectors"
+
+    def located(self, key: str) -> Path:
+        """A localisation for ``layers = "locate:<pairs>"`` (``<content id>.json``, with its
+        ``.md`` table and ``.png`` figure beside it)."""
+        return self.root / "locate" / f"{key}.json"
 
     def search_result(self, condition: str) -> Path:
         """The outcome of a condition's coefficient search."""

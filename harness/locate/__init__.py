@@ -5,7 +5,9 @@ patching (:mod:`.patching`, :mod:`.metric`), checked by exact activation patchin
 optionally the measured steering delta (:mod:`.steer`); :mod:`.locator` runs them,
 :mod:`.report` writes the table, figure and JSON, :mod:`.command` is the subcommand.
 
-It loads a model, so it sits at the run level: it may import steering, model, config,
-core and stats; nothing below imports it. This package file imports nothing, so the CLI
-can register the subcommand without loading torch.
+:mod:`.layers` resolves a spec's ``layers = "locate:<pairs>[:<k>]"`` from a cached
+localisation, so the run imports this package: it sits between run and report, may import
+report, steering, model, config, core and stats, and nothing below imports it. This
+package file imports nothing, so the CLI can register the subcommand without loading
+torch.
 """

@@ -45,21 +45,36 @@ def read_model(path: Path) -> tuple[ModelSpec, str]:
     return model, name
 
 
-def read_metric(pair_name: str, args: argparse.Namespace) -> TraitMetric:
-    """The shipped default for the pair set, with any of the three words overridden."""
+def metric_for(
+    pair_name: str,
+    prefix: str | None,
+    trait: str | None,
+    neutral: str | None,
+    where: str,
+    fields: tuple[str, str, str] = ("--prefix", "--trait-word", "--neutral-word"),
+) -> TraitMetric:
+    """The shipped default for the pair set, with any of the three words overridden;
+    ``where`` and ``fields`` name the flags (or spec fields) in the error."""
     default = default_metric(pair_name)
     if default is None:
-        if args.trait_word is None or args.neutral_word is None:
+        if trait is None or neutral is None:
             raise LocateError(
-                f"--pairs {pair_name}: no default trait metric for this pair set (defaults "
-                f"exist for {', '.join(shipped_metrics())}); give --trait-word and "
-                f"--neutral-word (and --prefix, default {DEFAULT_PREFIX!r})"
+                f"{where}: no default trait metric for this pair set (defaults exist for "
+                f"{', '.join(shipped_metrics())}); give {fields[1]} and {fields[2]} (and "
+                f"{fields[0]}, default {DEFAULT_PREFIX!r})"
             )
-        default = TraitMetric(DEFAULT_PREFIX, args.trait_word, args.neutral_word)
+        default = TraitMetric(DEFAULT_PREFIX, trait, neutral)
     return TraitMetric(
-        default.prefix if args.prefix is None else args.prefix,
-        default.trait if args.trait_word is None else args.trait_word,
-        default.neutral if args.neutral_word is None else args.neutral_word,
+        default.prefix if prefix is None else prefix,
+        default.trait if trait is None else trait,
+        default.neutral if neutral is None else neutral,
+    )
+
+
+def read_metric(pair_name: str, args: argparse.Namespace) -> TraitMetric:
+    """The shipped default for the pair set, with any of the three words overridden."""
+    return metric_for(
+        pair_name, args.prefix, args.trait_word, args.neutral_word, f"--pairs {pair_name}"
     )
 
 

@@ -113,18 +113,23 @@ def encode(tokenizer: Any, text: str, special: bool) -> list[int]:
     return list(tokenizer(text, add_special_tokens=special)["input_ids"])
 
 
-def word_ids(tokenizer: Any, metric: TraitMetric) -> tuple[list[int], list[int], list[int]]:
-    """Token ids of the prefix, the trait word and the neutral word; checked."""
+def word_ids(
+    tokenizer: Any,
+    metric: TraitMetric,
+    fields: tuple[str, str] = ("--trait-word", "--neutral-word"),
+) -> tuple[list[int], list[int], list[int]]:
+    """Token ids of the prefix, the trait word and the neutral word; checked (``fields``
+    name the two words in an error: the command's flags, or a spec's fields)."""
     prefix = encode(tokenizer, metric.prefix, False)
     trait = encode(tokenizer, metric.trait, False)
     neutral = encode(tokenizer, metric.neutral, False)
-    for label, ids, text in (("trait", trait, metric.trait), ("neutral", neutral, metric.neutral)):
+    for name, ids, text in ((fields[0], trait, metric.trait), (fields[1], neutral, metric.neutral)):
         if not ids:
-            raise LocateError(f"--{label}-word {text!r} has no tokens; give a word")
+            raise LocateError(f"{name} {text!r} has no tokens; give a word")
     if trait == neutral:
         raise LocateError(
-            f"--trait-word {metric.trait!r} and --neutral-word {metric.neutral!r} are the same "
-            "tokens for this tokenizer; the metric would be 0 everywhere"
+            f"{fields[0]} {metric.trait!r} and {fields[1]} {metric.neutral!r} are the same "
+            "tokens for this tokenizer; the metric would be 0 everywhere; give other words"
         )
     return prefix, trait, neutral
 

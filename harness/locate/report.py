@@ -142,13 +142,15 @@ def figure(doc: dict[str, Any]) -> Figure:
 
 
 def write_outputs(doc: dict[str, Any], out: Path) -> tuple[Path, Path, Path]:
-    """``out`` without suffix -> out.json, out.md, out.png (each atomic)."""
+    """``out`` without suffix -> out.json, out.md, out.png (each atomic). The JSON comes
+    last: where it is a cache (a spec's ``locate:`` layers), its presence means all three
+    were written."""
     out = Path(out)
     json_path = out.with_name(out.name + ".json")
     md_path = out.with_name(out.name + ".md")
     png_path = out.with_name(out.name + ".png")
-    write_json_atomic(json_path, doc)
     fig = figure(doc)
     save_figure(fig, png_path)
     write_text_atomic(md_path, render_markdown(doc, png_path.name))
+    write_json_atomic(json_path, doc)
     return json_path, md_path, png_path

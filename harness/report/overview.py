@@ -64,6 +64,22 @@ def throughput_text(sessions: list[dict[str, Any]]) -> str:
     return "; ".join(parts)
 
 
+def _located_lines(info: Mapping[str, Any]) -> list[str]:
+    """Where each ``locate:`` reference landed (condition_info's ``located``), so that a
+    reader of the Setup table sees the numbers the conditions steered at."""
+    items = [
+        f"- `{name}`: `{loc['reference']}` → layer{'s' if len(loc['layers']) > 1 else ''} "
+        f"{', '.join(map(str, loc['layers']))} (top by {loc['ranking']} of the "
+        f"{loc['component']}; localisation `{loc['localisation']}`, table beside it as .md)"
+        for name, ci in info.items()
+        for loc in ci.get("located", [])
+    ]
+    if not items:
+        return []
+    head = "Located layers (`steer-harness locate`'s measurements, cached in the run):"
+    return ["", head, "", *items]
+
+
 def section_setup(run: RunData) -> str:
     if not run.spec:
         return "## Setup\n\nNo spec.json in the run directory: scores were analysed as given."
@@ -92,6 +108,7 @@ def section_setup(run: RunData) -> str:
         [f"`{c['name']}`", f"`{c['method']}`", cell(_params_summary(c["params"]), 300)]
         for c in spec["conditions"]
     ]
+    located = _located_lines(run.analysis.get("condition_info", {}))
     scorer_rows = []
     described = (run.manifest or {}).get("scorers", {})
     for s in spec["scorers"]:
@@ -115,6 +132,7 @@ def section_setup(run: RunData) -> str:
         "Conditions (each compared with the baseline on the same prompts and seeds):",
         "",
         table(["condition", "method", "parameters"], cond_rows),
+        *located,
         "",
         "Scorers:",
         "",

@@ -36,6 +36,13 @@ from harness.core.ids import content_id
 from harness.core.registry import RegistryError, closest
 from harness.core.rundir import RunDir
 from harness.core.scoring import ModelWorkers, ScorerContext
+from harness.locate.layers import (
+    Located,
+    LocateRequest,
+    SpecLocator,
+    located_refs,
+    with_located,
+)
 from harness.model.loading import (
     ModelInfo,
     Task,
@@ -92,6 +99,8 @@ class ResolvedCondition:
             out["sweep"] = self.info["sweep"]
         if "search" in self.info:
             out["search"] = self.info["search"]
+        if "located" in self.info:
+            out["located"] = self.info["located"]
         return out
 
 
@@ -119,6 +128,11 @@ class Plan:
     """Conditions whose search has not finished: they have no work items yet."""
     n_layers: int | None = None
     """The model's number of blocks (from its config), for depth ranges."""
+    pending_locates: list[LocateRequest] = field(default_factory=list)
+    """Localisations ``locate:`` layers need that are not cached yet: the conditions
+    using them have no work items until the runner has located them."""
+    located: list[Located] = field(default_factory=list)
+    """Every ``locate:`` reference of the spec, with its layers once located."""
     task: Task = "generate"
     """``generate`` (texts from a causal LM) or ``classify`` (labels from a classifier)."""
     labels: list[str] = field(default_factory=list)
@@ -319,21 +333,26 @@ def _resolve_conditions(
     problems: list[str],
     info: ModelInfo | None,
     key_of: SearchKey | None = None,
+    locator: SpecLocator | None = None,
+    task: Task = "generate",
 ) -> tuple[list[ResolvedCondition], list[ConditionSpec]]:
     """Every condition with its sweep points expanded, and the searches still to run.
 
     A searched condition resolves to the point its finished search chose; until then it
-    has no work items. Problems shared by several sweep points are reported once, those of
-    one point name it."""
+    has no work items. A condition with ``locate:`` layers gets its located numbers
+    written in first (:func:`harness.locate.layers.with_located`); until they are located
+    it is checked with placeholder layers and has no work items either. Problems shared
+    by several sweep points are reported once, those of one point name it."""
     resolved: list[ResolvedCondition] = []
     pending: list[ConditionSpec] = []
     cache = run.vectors
-    for index, cond in enumerate(spec.all_conditions):
+
+    def one(index: int, cond: ConditionSpec, resolved: list[ResolvedCondition]) -> None:
         if cond.search is not None:
             cls, params, _, issues = resolve_method(spec, index, cond, cache, info)
             if cls is None or params is None:
-                problems += [p for p in issues if p not in problems]
-                continue
+                problems.extend([p for p in issues if p not in problems])
+                return
             base = cls(params, MethodContext(cond.name, spec._base_dir, cache, spec.vectors))
             key = None
             if key_of is not None and resolved and resolved[0].name == spec.baseline.name:
@@ -349,7 +368,7 @@ def _resolve_conditions(
                         f"{_where(index)}.search.layers: depth range '{cond.search.layers}' "
                         f"holds no block of this model ({info.num_layers} blocks); widen it"
                     )
-                    continue
+                    return
                 candidates = [base.at(layer, cond.search.start) for layer in layers] or [params]
                 if any(c is None for c in candidates):
                     problems.append(
@@ -357,24 +376,24 @@ def _resolve_conditions(
                         "it does not say how to steer at a given layer and coefficient "
                         "(SteeringMethod.at)"
                     )
-                    continue
+                    return
                 for candidate in candidates:
                     assert candidate is not None
                     _, found = resolve_condition(spec, index, cond, candidate, cls, {}, cache, info)
-                    problems += [p for p in found if p not in problems]
+                    problems.extend([p for p in found if p not in problems])
                 pending.append(cond)
-                continue
+                return
             chosen = result["chosen"]
             if chosen is None:  # the search found no point that passed its guards
-                continue
+                return
             moved = base.at(chosen["layer"], chosen["coefficient"])
             assert moved is not None
             extra = {"search": {"chosen": chosen, "trait": result["trait"]}}
             rc, found = resolve_condition(spec, index, cond, moved, cls, extra, cache, info)
             if rc is not None:
                 resolved.append(rc)
-            problems += found
-            continue
+            problems.extend(found)
+            return
         points = expand(cond)
         found_by_problem: dict[str, list[str]] = {}
         for point, swept in points:
@@ -393,6 +412,33 @@ def _resolve_conditions(
         for p, names in found_by_problem.items():
             shared = len(points) == 1 or len(names) == len(points)
             problems.append(p if shared else f"{p} (sweep point {', '.join(names)})")
+
+    for index, cond in enumerate(spec.all_conditions):
+        if locator is not None and located_refs(cond):
+            where = _where(index)
+            if task == "classify":
+                problems.append(
+                    f"{where}: 'locate:' layers are found by a causal LM's trait metric; give "
+                    "a classifier's layers as numbers"
+                )
+                continue
+            resolve, waiting = locator.resolver(cond.name)
+            cond, found = with_located(cond, resolve)
+            if found:
+                problems += [f"{where}.{p}" for p in found if f"{where}.{p}" not in problems]
+                continue
+            if waiting():
+                # Placeholder layers: the condition is checked, but has no work items
+                # until it is located (the runner locates, then plans again).
+                one(index, cond, [])
+                pending[:] = [c for c in pending if c.name != cond.name]
+                continue
+            before = len(resolved)
+            one(index, cond, resolved)
+            for rc in resolved[before:]:
+                rc.info["located"] = locator.info(cond.name)
+            continue
+        one(index, cond, resolved)
     return resolved, pending
 
 
@@ -683,7 +729,17 @@ def build_plan(spec: Spec, source: str, run_dir: Path | None = None) -> Plan:
         mkey = model_key(spec.model)
         return search_key(spec, cond, method, baseline_key, scorers, selection, mkey)
 
-    conditions, pending = _resolve_conditions(spec, run, problems, info, key_of)
+    locator = SpecLocator(spec.locate, spec._base_dir, run, model_key(spec.model))
+    locator.num_layers = info.num_layers if info else None
+    conditions, pending = _resolve_conditions(spec, run, problems, info, key_of, locator, task)
+    if locator.pending_requests():
+        try:
+            import sklearn  # noqa: F401
+        except ImportError:
+            problems.append(
+                "locate: 'locate:' layers need scikit-learn for the probes: "
+                "pip install 'steer-harness[locate]'"
+            )
     if task == "classify":
         problems += _check_classify_methods(conditions)
     problems += later
@@ -706,6 +762,8 @@ def build_plan(spec: Spec, source: str, run_dir: Path | None = None) -> Plan:
         selection,
         pending,
         n_layers=info.num_layers if info else None,
+        pending_locates=locator.pending_requests(),
+        located=locator.found,
         task=task,
         labels=list(info.labels) if info and task == "classify" else [],
     )

@@ -1,9 +1,10 @@
-"""The runner: open a spec or run directory as a plan, and chain the stages (search,
+"""The runner: open a spec or run directory as a plan, and chain the stages (locate, search,
 generate, score, analyze, report) on it inside one manifest session, holding the run
 directory's lock (:mod:`harness.core.lock`) from before its first write to after its last.
 
-The stages themselves live in :mod:`harness.run.stages` (generate, score) and
-:mod:`harness.run.search`; analysis and the report are their own packages, called here.
+The stages themselves live in :mod:`harness.run.stages` (generate, score),
+:mod:`harness.run.search` and, for ``locate:`` layers, :mod:`harness.locate.layers`;
+analysis and the report are their own packages, called here.
 The analysis is keyed (:func:`analysis_key`) by everything it is computed from and reused
 while that key is unchanged, so a re-run with nothing new does not recompute it.
 """
@@ -38,6 +39,7 @@ from harness.core.manifest import Manifest
 from harness.core.registry import closest
 from harness.core.rundir import RunDir
 from harness.core.store import STORED_GENERATION_CHECKS, JsonlStore
+from harness.locate.layers import run_locate
 from harness.report.markdown import write_report
 from harness.run.overlap import OverlappedScoring, overlappable
 from harness.run.plan import Plan, build_plan, load_run_spec, save_spec
@@ -265,7 +267,8 @@ def run_stages(
     (:mod:`harness.run.overlap`); the records are the same either way."""
     command = " ".join(stages)
     with RunLock(plan.run, command) as lock:
-        if plan.pending_searches:  # a writer that held the lock before may have finished them
+        if plan.pending_searches or plan.pending_locates:
+            # a writer that held the lock before may have finished them
             plan = build_plan(plan.spec, source, plan.run_dir)
         return _run_locked(plan, source, stages, command, lock.token, overlap)
 
@@ -355,6 +358,13 @@ def _run_locked(
     summary = RunSummary(plan.run_dir)
     models = ModelHolder(plan, manifest)  # loaded on first use, shared by the stages
     try:
+        if "generate" in stages and plan.pending_locates:
+            log.info("stage locate")
+            for request in plan.pending_locates:
+                run_locate(models.get(), request)
+            # The conditions with located layers now resolve to their numbers.
+            plan = build_plan(plan.spec, source, plan.run_dir)
+            models.plan = plan
         if "generate" in stages and plan.pending_searches:
             log.info("stage search")
             for cond in plan.pending_searches:
