@@ -56,18 +56,11 @@ def safetensors_folder(source: str, gguf: str | None, kwargs: dict[str, Any]) ->
     target = cache_root() / "vllm-models" / sha256_of(gguf_path)[:24]
     if (target / "config.json").is_file():
         return str(target)
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     log.info("converting %s to safetensors for vLLM (once) in %s", gguf_path.name, target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".converting-"))
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **kwargs)
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        del model
+        _save_dequantized(source, kwargs, tmp)
         os.replace(tmp, target)  # atomic: a killed conversion leaves no half folder behind
     except OSError:
         if (target / "config.json").is_file():  # another process finished first
@@ -78,6 +71,31 @@ def safetensors_folder(source: str, gguf: str | None, kwargs: dict[str, Any]) ->
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return str(target)
+
+
+def _save_dequantized(source: str, kwargs: dict[str, Any], folder: Path) -> None:
+    """Save a GGUF model, dequantized to float32, as a plain safetensors model in ``folder``.
+
+    transformers refuses to save a model it loaded from GGUF (its GGUF quantizer is not
+    serializable, dequantized or not), so the dense weights go into a fresh model built
+    from the same config without its ``quantization_config`` -- which vLLM would otherwise
+    read as a GGUF checkpoint."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    loaded = AutoModelForCausalLM.from_pretrained(
+        source, dtype=torch.float32, quantization_config=GgufConfig(dequantize=True), **kwargs
+    )
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    dense = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    dense.load_state_dict(loaded.state_dict())
+    dense.generation_config = loaded.generation_config
+    del loaded
+    dense.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
 
 
 class DeferredModel:
@@ -182,6 +200,13 @@ class VllmEngine:
         if self._llm is None:
             return 0
         return sum(self._llm.apply_model(vllm_hooks.hook_count))
+
+    def close(self) -> None:
+        """Stop the engine's processes now (they would otherwise live until the interpreter
+        exits, holding memory); the next use starts a fresh engine."""
+        if self._llm is not None:
+            llm, self._llm = self._llm, None
+            llm.llm_engine.engine_core.shutdown()
 
     def generate(self, prompts: list[list[int]], params: list[Any]) -> list[Any]:
         from vllm.inputs import TokensPrompt

@@ -66,7 +66,8 @@ def models(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped
     common = {"id": str(path), "dtype": "float32", "device": "cpu"}
     hf = load_model(ModelSpec(**common))
     vl = load_model(ModelSpec(**common, backend="vllm", max_model_len=128))
-    return hf, vl
+    yield hf, vl
+    vl.engine.close()  # its processes would otherwise take CPU from the next module's
 
 
 ROWS = [Row(f"p{i}", p, 0) for i, p in enumerate(PROMPTS)]
@@ -113,3 +114,90 @@ def test_backend_enters_the_model_key_only_when_not_hf(models) -> None:  # type:
     hf, vl = models
     assert "backend" not in model_key(hf.spec)
     assert model_key(vl.spec)["backend"] == "vllm"
+
+
+def test_ablation_equals_hf(models, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from harness.steering.methods.activation import ActivationSteering
+    from harness.steering.vectors import SteeringVector
+
+    hf, vl = models
+    # The stream's own mean direction at layer 0: removing it changes what comes next.
+    enc = hf.encode(PROMPTS)
+    with torch.no_grad():
+        hidden = hf.model(**enc, output_hidden_states=True).hidden_states[1]
+    SteeringVector({0: hidden.mean(dim=(0, 1))}, {}).save(tmp_path / "u.safetensors")
+    params = ActivationSteering.Params.model_validate(
+        {
+            "layers": [0],
+            "mode": "ablate",
+            "coefficient": 1.0,
+            "vector": {"file": str(tmp_path / "u.safetensors")},
+        }
+    )
+    method = ActivationSteering(params, MethodContext("ablate", base_dir=tmp_path))
+    method.prepare(hf)
+    assert method.ablations() is not None and method.additions() is None
+    plain = texts(generate_rows_vllm(vl, NONE, ROWS, GREEDY))
+    ablated = texts(generate_rows_vllm(vl, method, ROWS, GREEDY))
+    assert ablated == texts(generate_rows(hf, method, ROWS, GREEDY))
+    assert ablated != plain
+    assert vl.engine.hooks_left() == 0
+
+
+def test_logit_bias_equals_hf(models) -> None:  # type: ignore[no-untyped-def]
+    from harness.steering.methods.logit_bias import LogitBias
+
+    hf, vl = models
+    params = LogitBias.Params.model_validate(
+        {"words": ["afraid", "fear", "terrified"], "bias": 6.0}
+    )
+    method = LogitBias(params, MethodContext("bias"))
+    method.prepare(hf)
+    assert len(method.token_ids) == 3
+    biased = texts(generate_rows_vllm(vl, method, ROWS, GREEDY))
+    assert biased == texts(generate_rows(hf, method, ROWS, GREEDY))
+    plain = texts(generate_rows_vllm(vl, NONE, ROWS, GREEDY))
+    count = lambda ts: sum(t.split().count(w) for t in ts for w in ("afraid", "fear", "terrified"))  # noqa: E731
+    assert count(biased) > count(plain)
+
+
+REFUSED = {
+    "attention site": (
+        'method = "activation"\n[conditions.params]\nlayers = [1]\ncoefficient = 4.0\n'
+        'site = "attention"\nvector = { pairs = "fear" }',
+        "params.site: 'attention' is not supported on the vllm backend",
+    ),
+    "generated positions": (
+        'method = "activation"\n[conditions.params]\nlayers = [1]\ncoefficient = 4.0\n'
+        'positions = "generated"\nvector = { pairs = "fear" }',
+        "params.positions: 'generated' is not supported on the vllm backend",
+    ),
+    "adapter": (
+        'method = "adapter"\n[conditions.params]\npath = "ADAPTER"',
+        "method 'AdapterSteering' edits the HF model in ways the vllm backend cannot run",
+    ),
+}
+
+
+@pytest.mark.parametrize("what", sorted(REFUSED))
+def test_check_refuses_what_vllm_cannot_run(what, tiny_model_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from harness import cli
+    from tests.conftest import write_prompts
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text('{"peft_type": "LORA"}')
+    condition, reason = REFUSED[what]
+    spec = tmp_path / "spec.toml"
+    spec.write_text(
+        f'name = "r"\noutput_dir = "{tmp_path / "run"}"\n'
+        f'[model]\nid = "{tiny_model_dir}"\ndevice = "cpu"\nbackend = "vllm"\n'
+        f'[prompts]\nfile = "{write_prompts(tmp_path / "p.jsonl")}"\n'
+        "[generation]\nmax_new_tokens = 4\nseeds = [0]\n"
+        f'[[conditions]]\nname = "c"\n{condition.replace("ADAPTER", str(adapter))}\n'
+        '[[scorers]]\ntype = "lexicon"\n'
+    )
+    assert cli.main(["check", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert "conditions[0]" in err and reason in err, err
+    assert "model.backend = 'hf'" in err and "Traceback" not in err
