@@ -40,6 +40,10 @@ VLLM_MISSING = (
 )
 
 
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+"""The max LoRA ranks vLLM accepts (``LoRAConfig.max_lora_rank``)."""
+
+
 def vllm_problem() -> str | None:
     """Why the vLLM backend cannot run here (vLLM is not installed), without importing it."""
     return VLLM_MISSING if find_spec("vllm") is None else None
@@ -132,6 +136,9 @@ class VllmEngine:
         self.dtype = dtype
         self._llm: Any = None
         self._eos: list[int] | None = None
+        self._lora_rank = 0
+        """The engine's max LoRA rank; 0: started without LoRA support."""
+        self._lora_ids: dict[str, int] = {}
 
     @property
     def llm(self) -> Any:
@@ -156,6 +163,8 @@ class VllmEngine:
             }
             if spec.max_model_len is not None:
                 args["max_model_len"] = spec.max_model_len
+            if self._lora_rank:
+                args |= {"enable_lora": True, "max_lora_rank": self._lora_rank, "max_loras": 1}
             if spec.revision and not Path(self.folder).exists():
                 args["revision"] = spec.revision
             try:
@@ -208,8 +217,30 @@ class VllmEngine:
             llm, self._llm = self._llm, None
             llm.llm_engine.engine_core.shutdown()
 
-    def generate(self, prompts: list[list[int]], params: list[Any]) -> list[Any]:
+    def lora_request(self, folder: Path) -> Any:
+        """vLLM's request for a PEFT LoRA folder. An engine started without LoRA support
+        (or for a smaller rank) is stopped first and the next use starts one with it: vLLM
+        fixes both at start-up, and wraps every linear layer only when asked to."""
+        import json
+
+        from vllm.lora.request import LoRARequest
+
+        rank = int(json.loads((folder / "adapter_config.json").read_text()).get("r", 8))
+        needed = next((r for r in LORA_RANKS if r >= rank), None)
+        if needed is None:
+            raise ModelLoadError(
+                f"{folder}: LoRA rank {rank} is above vLLM's largest ({LORA_RANKS[-1]})"
+            )
+        if needed > self._lora_rank:
+            self.close()
+            self._lora_rank = needed
+        key = str(folder.resolve())
+        lora_id = self._lora_ids.setdefault(key, len(self._lora_ids) + 1)
+        return LoRARequest(f"adapter-{lora_id}", lora_id, key)
+
+    def generate(self, prompts: list[list[int]], params: list[Any], lora: Any = None) -> list[Any]:
+        """One engine call; ``lora``: a :meth:`lora_request` applied to every request."""
         from vllm.inputs import TokensPrompt
 
         inputs = [TokensPrompt(prompt_token_ids=ids) for ids in prompts]
-        return list(self.llm.generate(inputs, params, use_tqdm=False))
+        return list(self.llm.generate(inputs, params, use_tqdm=False, lora_request=lora))

@@ -17,6 +17,7 @@ from harness.model.loading import load_model, model_key
 from harness.run.generation import Row, generate_rows
 from harness.run.vllm_generation import generate_rows_vllm
 from harness.steering.base import BaseMethod, MethodContext, MethodParams, NoSteering
+from harness.steering.methods.adapter import AdapterSteering
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
@@ -172,10 +173,6 @@ REFUSED = {
         'positions = "generated"\nvector = { pairs = "fear" }',
         "params.positions: 'generated' is not supported on the vllm backend",
     ),
-    "adapter": (
-        'method = "adapter"\n[conditions.params]\npath = "ADAPTER"',
-        "method 'AdapterSteering' edits the HF model in ways the vllm backend cannot run",
-    ),
 }
 
 
@@ -184,9 +181,6 @@ def test_check_refuses_what_vllm_cannot_run(what, tiny_model_dir, tmp_path, caps
     from harness import cli
     from tests.conftest import write_prompts
 
-    adapter = tmp_path / "adapter"
-    adapter.mkdir()
-    (adapter / "adapter_config.json").write_text('{"peft_type": "LORA"}')
     condition, reason = REFUSED[what]
     spec = tmp_path / "spec.toml"
     spec.write_text(
@@ -194,10 +188,48 @@ def test_check_refuses_what_vllm_cannot_run(what, tiny_model_dir, tmp_path, caps
         f'[model]\nid = "{tiny_model_dir}"\ndevice = "cpu"\nbackend = "vllm"\n'
         f'[prompts]\nfile = "{write_prompts(tmp_path / "p.jsonl")}"\n'
         "[generation]\nmax_new_tokens = 4\nseeds = [0]\n"
-        f'[[conditions]]\nname = "c"\n{condition.replace("ADAPTER", str(adapter))}\n'
+        f'[[conditions]]\nname = "c"\n{condition}\n'
         '[[scorers]]\ntype = "lexicon"\n'
     )
     assert cli.main(["check", str(spec)]) == 2
     err = capsys.readouterr().err
     assert "conditions[0]" in err and reason in err, err
     assert "model.backend = 'hf'" in err and "Traceback" not in err
+
+
+def adapter(path: Path) -> AdapterSteering:
+    return AdapterSteering(AdapterSteering.Params(path=str(path)), MethodContext("adapter"))
+
+
+def test_a_non_lora_adapter_is_refused_with_the_reason(models, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from harness.core.errors import EngineError
+
+    _, vl = models
+    (tmp_path / "adapter_config.json").write_text('{"peft_type": "IA3"}')
+    with pytest.raises(EngineError, match="vLLM runs LoRA adapters only"):
+        generate_rows_vllm(vl, adapter(tmp_path), ROWS, GREEDY)
+
+
+def test_lora_adapter_equals_hf_peft(models, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Last in the module: the LoRA adapter restarts the engine with LoRA support."""
+    from peft import LoraConfig, get_peft_model
+
+    hf, vl = models
+    base = type(hf.model).from_pretrained(hf.spec.id)  # a copy to make the adapter on
+    torch.manual_seed(2)
+    config = LoraConfig(
+        r=4,
+        lora_alpha=8,
+        target_modules=["q_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        init_lora_weights=False,  # random B too: a zero-initialised LoRA changes nothing
+    )
+    get_peft_model(base, config).save_pretrained(tmp_path / "lora")
+    method = adapter(tmp_path / "lora")
+    method.prepare(hf)
+    plain = texts(generate_rows_vllm(vl, NONE, ROWS, GREEDY))
+    adapted = texts(generate_rows_vllm(vl, method, ROWS, GREEDY))
+    assert adapted == texts(generate_rows(hf, method, ROWS, GREEDY))
+    assert adapted != plain
+    # The engine now has LoRA support; requests without the adapter are the base model's.
+    assert texts(generate_rows_vllm(vl, NONE, ROWS, GREEDY)) == plain
+    assert texts(generate_rows(hf, NONE, ROWS, GREEDY)) == plain  # peft unloaded

@@ -124,6 +124,7 @@ def test_fear_effect_agrees_across_backends(runs: Any) -> None:
         ci = cohens_d_ci(d, len(steered), len(baseline))
         assert ci is not None
         effects[backend] = (d, ci)
+    print(f"lexicon/fear d [95% CI]: {effects}")  # shown by pytest -rP
     (d_hf, (lo_hf, hi_hf)), (d_vl, (lo_vl, hi_vl)) = effects["hf"], effects["vllm"]
     assert lo_hf > 0 and lo_vl > 0, effects  # the effect is seen through both backends
     assert lo_vl <= d_hf <= hi_vl and lo_hf <= d_vl <= hi_hf, effects
