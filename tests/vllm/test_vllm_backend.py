@@ -197,6 +197,42 @@ def test_check_refuses_what_vllm_cannot_run(what, tiny_model_dir, tmp_path, caps
     assert "model.backend = 'hf'" in err and "Traceback" not in err
 
 
+def test_a_run_generates_the_hf_backends_greedy_texts(models, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """``steer-harness run`` end to end on each backend: the engine's vLLM path (one call per
+    condition, outputs handed back batch by batch) gives the HF run's records' texts."""
+    import json
+
+    from harness import cli
+    from tests.conftest import write_prompts
+
+    hf, _ = models
+    prompts = write_prompts(tmp_path / "p.jsonl", 4)
+    records = {}
+    for backend in ("hf", "vllm"):
+        vllm_only = 'backend = "vllm"\nmax_model_len = 128\n' if backend == "vllm" else ""
+        spec = tmp_path / f"{backend}.toml"
+        spec.write_text(
+            f'name = "{backend}"\noutput_dir = "{tmp_path / backend}"\n'
+            f'[model]\nid = "{hf.spec.id}"\ndevice = "cpu"\ndtype = "float32"\n{vllm_only}'
+            f'[prompts]\nfile = "{prompts}"\n'
+            "[generation]\nmax_new_tokens = 8\nsampling = false\nbatch_size = 3\nseeds = [0]\n"
+            '[[conditions]]\nname = "act"\nmethod = "activation"\n[conditions.params]\n'
+            'layers = [0]\ncoefficient = 8.0\nvector = { pairs = "fear" }\n'
+            '[[conditions]]\nname = "persona"\nmethod = "prompt"\n[conditions.params]\n'
+            'instruction = "you are afraid ."\n'
+            '[[scorers]]\ntype = "lexicon"\n'
+        )
+        assert cli.main(["generate", str(spec)]) == 0
+        rows = [json.loads(line) for line in (tmp_path / backend / "generations.jsonl").open()]
+        records[backend] = {(r["condition"], r["prompt_id"], r["seed"]): r for r in rows}
+    hf_rows, vl_rows = records["hf"], records["vllm"]
+    assert len(vl_rows) == 12 and vl_rows.keys() == hf_rows.keys()  # 3 conditions x 4 prompts
+    assert {k: r["text"] for k, r in vl_rows.items()} == {k: r["text"] for k, r in hf_rows.items()}
+    assert not {r["id"] for r in vl_rows.values()} & {r["id"] for r in hf_rows.values()}
+    texts_of = lambda c: [r["text"] for k, r in vl_rows.items() if k[0] == c]  # noqa: E731
+    assert texts_of("act") != texts_of("baseline")
+
+
 def adapter(path: Path) -> AdapterSteering:
     return AdapterSteering(AdapterSteering.Params(path=str(path)), MethodContext("adapter"))
 
