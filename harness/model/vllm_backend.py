@@ -128,7 +128,8 @@ class DeferredModel:
 
 
 class VllmEngine:
-    """One ``vllm.LLM`` in eager mode, started on first use, and the hook calls on it."""
+    """One ``vllm.LLM`` in eager mode, started on first use, and the hook calls on it;
+    with LoRA support once a LoRA adapter condition asks for it (:meth:`lora_request`)."""
 
     def __init__(self, spec: ModelSpec, folder: str, dtype: str):
         self.spec = spec
