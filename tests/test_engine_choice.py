@@ -71,3 +71,60 @@ def test_the_local_engine_is_the_default_engine(make_spec):
         plan.spec.execution, plan.spec.model, plan.spec.generation, plan.conditions, lambda: None
     )
     assert isinstance(engine, LocalEngine)
+
+
+class FakeRay:
+    """Just what :meth:`ActorPool.start` asks of Ray: a cluster of some GPUs and CPUs."""
+
+    def __init__(self, gpus: float, cpus: float = 16):
+        self.resources = {"GPU": gpus, "CPU": cpus} if gpus else {"CPU": cpus}
+        self.remote_options: dict[str, float] = {}
+
+    def is_initialized(self) -> bool:
+        return True
+
+    def cluster_resources(self) -> dict[str, float]:
+        return self.resources
+
+    def remote(self, **options: float):  # type: ignore[no-untyped-def]
+        self.remote_options = options
+        return lambda body: body
+
+
+def sized(monkeypatch, gpus: float, execution: dict, model: dict):  # type: ignore[no-untyped-def]
+    """A Ray generation engine sized on a fake cluster: (GPUs per actor, actors, options)."""
+    import sys
+
+    from harness.config.spec import ExecutionSpec, GenerationSpec, ModelSpec
+    from harness.run.engines.ray_engine import RayEngine
+
+    fake = FakeRay(gpus)
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    engine = RayEngine(
+        ExecutionSpec(engine="ray", **execution),
+        ModelSpec(id="m", **model),
+        GenerationSpec(),
+        [],
+    )
+    return engine.num_gpus, engine.workers, fake.remote_options
+
+
+def test_vllm_actors_reserve_their_tensor_parallel_gpus(monkeypatch):
+    from harness.core.errors import EngineError
+
+    vllm = {"backend": "vllm", "tensor_parallel_size": 2}
+    # vLLM splits the model over tensor_parallel_size GPUs: each actor reserves them all.
+    assert sized(monkeypatch, 8, {}, vllm) == (
+        2.0,
+        4,
+        {"num_cpus": 1.0, "num_gpus": 2.0, "max_restarts": 0, "max_task_retries": 0},
+    )
+    assert sized(monkeypatch, 8, {}, {"backend": "vllm"})[:2] == (1.0, 8)
+    assert sized(monkeypatch, 8, {}, {})[:2] == (1.0, 8)  # HF: one GPU each
+    # The user's num_gpus wins, on either backend.
+    assert sized(monkeypatch, 8, {"num_gpus": 4}, vllm)[:2] == (4.0, 2)
+    assert sized(monkeypatch, 8, {"num_gpus": 0.5}, {})[:2] == (0.5, 16)
+    # No GPUs: CPU actors (vLLM's CPU build), sized by CPUs.
+    assert sized(monkeypatch, 0, {"num_cpus": 4}, vllm)[:2] == (0.0, 4)
+    with pytest.raises(EngineError, match=r"model\.tensor_parallel_size: 4 GPU\(s\) per actor"):
+        sized(monkeypatch, 2, {}, {"backend": "vllm", "tensor_parallel_size": 4})

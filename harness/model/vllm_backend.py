@@ -40,6 +40,10 @@ VLLM_MISSING = (
 )
 
 
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+"""The max LoRA ranks vLLM accepts (``LoRAConfig.max_lora_rank``)."""
+
+
 def vllm_problem() -> str | None:
     """Why the vLLM backend cannot run here (vLLM is not installed), without importing it."""
     return VLLM_MISSING if find_spec("vllm") is None else None
@@ -56,18 +60,11 @@ def safetensors_folder(source: str, gguf: str | None, kwargs: dict[str, Any]) ->
     target = cache_root() / "vllm-models" / sha256_of(gguf_path)[:24]
     if (target / "config.json").is_file():
         return str(target)
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     log.info("converting %s to safetensors for vLLM (once) in %s", gguf_path.name, target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".converting-"))
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **kwargs)
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        del model
+        _save_dequantized(source, kwargs, tmp)
         os.replace(tmp, target)  # atomic: a killed conversion leaves no half folder behind
     except OSError:
         if (target / "config.json").is_file():  # another process finished first
@@ -78,6 +75,31 @@ def safetensors_folder(source: str, gguf: str | None, kwargs: dict[str, Any]) ->
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return str(target)
+
+
+def _save_dequantized(source: str, kwargs: dict[str, Any], folder: Path) -> None:
+    """Save a GGUF model, dequantized to float32, as a plain safetensors model in ``folder``.
+
+    transformers refuses to save a model it loaded from GGUF (its GGUF quantizer is not
+    serializable, dequantized or not), so the dense weights go into a fresh model built
+    from the same config without its ``quantization_config`` -- which vLLM would otherwise
+    read as a GGUF checkpoint."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    loaded = AutoModelForCausalLM.from_pretrained(
+        source, dtype=torch.float32, quantization_config=GgufConfig(dequantize=True), **kwargs
+    )
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    dense = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    dense.load_state_dict(loaded.state_dict())
+    dense.generation_config = loaded.generation_config
+    del loaded
+    dense.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
 
 
 class DeferredModel:
@@ -106,7 +128,8 @@ class DeferredModel:
 
 
 class VllmEngine:
-    """One ``vllm.LLM`` in eager mode, started on first use, and the hook calls on it."""
+    """One ``vllm.LLM`` in eager mode, started on first use, and the hook calls on it;
+    with LoRA support once a LoRA adapter condition asks for it (:meth:`lora_request`)."""
 
     def __init__(self, spec: ModelSpec, folder: str, dtype: str):
         self.spec = spec
@@ -114,6 +137,9 @@ class VllmEngine:
         self.dtype = dtype
         self._llm: Any = None
         self._eos: list[int] | None = None
+        self._lora_rank = 0
+        """The engine's max LoRA rank; 0: started without LoRA support."""
+        self._lora_ids: dict[str, int] = {}
 
     @property
     def llm(self) -> Any:
@@ -138,6 +164,8 @@ class VllmEngine:
             }
             if spec.max_model_len is not None:
                 args["max_model_len"] = spec.max_model_len
+            if self._lora_rank:
+                args |= {"enable_lora": True, "max_lora_rank": self._lora_rank, "max_loras": 1}
             if spec.revision and not Path(self.folder).exists():
                 args["revision"] = spec.revision
             try:
@@ -183,8 +211,37 @@ class VllmEngine:
             return 0
         return sum(self._llm.apply_model(vllm_hooks.hook_count))
 
-    def generate(self, prompts: list[list[int]], params: list[Any]) -> list[Any]:
+    def close(self) -> None:
+        """Stop the engine's processes now (they would otherwise live until the interpreter
+        exits, holding memory); the next use starts a fresh engine."""
+        if self._llm is not None:
+            llm, self._llm = self._llm, None
+            llm.llm_engine.engine_core.shutdown()
+
+    def lora_request(self, folder: Path) -> Any:
+        """vLLM's request for a PEFT LoRA folder. An engine started without LoRA support
+        (or for a smaller rank) is stopped first and the next use starts one with it: vLLM
+        fixes both at start-up, and wraps every linear layer only when asked to."""
+        import json
+
+        from vllm.lora.request import LoRARequest
+
+        rank = int(json.loads((folder / "adapter_config.json").read_text()).get("r", 8))
+        needed = next((r for r in LORA_RANKS if r >= rank), None)
+        if needed is None:
+            raise ModelLoadError(
+                f"{folder}: LoRA rank {rank} is above vLLM's largest ({LORA_RANKS[-1]})"
+            )
+        if needed > self._lora_rank:
+            self.close()
+            self._lora_rank = needed
+        key = str(folder.resolve())
+        lora_id = self._lora_ids.setdefault(key, len(self._lora_ids) + 1)
+        return LoRARequest(f"adapter-{lora_id}", lora_id, key)
+
+    def generate(self, prompts: list[list[int]], params: list[Any], lora: Any = None) -> list[Any]:
+        """One engine call; ``lora``: a :meth:`lora_request` applied to every request."""
         from vllm.inputs import TokensPrompt
 
         inputs = [TokensPrompt(prompt_token_ids=ids) for ids in prompts]
-        return list(self.llm.generate(inputs, params, use_tqdm=False))
+        return list(self.llm.generate(inputs, params, use_tqdm=False, lora_request=lora))

@@ -16,7 +16,8 @@ backend, not the intervention).
 
 Steering: a condition's declared edits (``additions``, ``ablations``) become hooks on
 vLLM's decoder layers for the engine call (:mod:`harness.model.vllm_hooks`), removed
-after it even on error; a ``token_bias`` becomes vLLM's ``logit_bias``; prompt
+after it even on error; a ``token_bias`` becomes vLLM's ``logit_bias``; a LoRA adapter
+(``lora_adapter``) goes with every request of the call as vLLM's ``LoRARequest``; prompt
 transforms are applied when rendering, as on the HF path.
 """
 
@@ -55,11 +56,13 @@ def _runnable(method: Any) -> None:
     params = getattr(method, "params", None)
     reason = backend_problem(type(method), params, "vllm") if params is not None else None
     if reason is None and type(method).apply is not BaseMethod.apply:
-        declared = [getattr(method, n, lambda: None)() for n in ("additions", "ablations")]
+        names = ("additions", "ablations", "lora_adapter")
+        declared = [getattr(method, n, lambda: None)() for n in names]
         if all(d is None for d in declared):
             reason = (
-                f"method '{type(method).__name__}' declared no additions or ablations once "
-                "prepared, so the vllm backend cannot run it; use model.backend = 'hf'"
+                f"method '{type(method).__name__}' declared no additions, ablations or LoRA "
+                "adapter once prepared (vLLM runs LoRA adapters only), so the vllm backend "
+                "cannot run it; use model.backend = 'hf'"
             )
     if reason is not None:
         raise EngineError(reason)
@@ -113,9 +116,13 @@ def generate_rows_vllm(
     bias = token_bias() if callable(token_bias) else None
     params = sampling_params(rows, gen, eos, bias or None)
     edits = hook_edits(method)
+    adapter = getattr(method, "lora_adapter", None)
+    folder = adapter() if callable(adapter) else None
+    # Before the hooks: a LoRA adapter may restart the engine (with LoRA support).
+    lora = engine.lora_request(folder) if folder is not None else None
     engine.install(edits)
     try:
-        results = engine.generate(prompts, params)
+        results = engine.generate(prompts, params, lora)
     finally:
         if edits:
             engine.remove()

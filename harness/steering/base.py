@@ -163,6 +163,11 @@ class BaseMethod:
         otherwise (the default). Lets vLLM apply it with its own logits processor."""
         return None
 
+    def lora_adapter(self) -> Path | None:
+        """The PEFT LoRA adapter folder, if the intervention is that adapter and nothing
+        else; None otherwise (the default). Lets vLLM apply it with its own LoRA support."""
+        return None
+
     @classmethod
     def backend_problem(cls, params: MethodParams, backend: str) -> str | None:
         """Why this method cannot generate on ``backend`` (None: it can), before any work.
@@ -173,13 +178,16 @@ class BaseMethod:
         ``ablations`` for the model, ``token_bias`` for the logits)."""
         if backend == "hf":
             return None
-        declares_model = cls.additions is not BaseMethod.additions or (
-            cls.ablations is not BaseMethod.ablations
+        declares_model = (
+            cls.additions is not BaseMethod.additions
+            or cls.ablations is not BaseMethod.ablations
+            or cls.lora_adapter is not BaseMethod.lora_adapter
         )
         if cls.apply is not BaseMethod.apply and not declares_model:
             return (
                 f"method '{cls.__name__}' edits the HF model in ways the {backend} backend "
-                "cannot run (it declares no additions or ablations); use model.backend = 'hf'"
+                "cannot run (it declares no additions, ablations or LoRA adapter); use "
+                "model.backend = 'hf'"
             )
         declares_logits = cls.token_bias is not BaseMethod.token_bias
         if cls.logits_processor is not BaseMethod.logits_processor and not declares_logits:

@@ -17,6 +17,7 @@ from harness.model.loading import load_model, model_key
 from harness.run.generation import Row, generate_rows
 from harness.run.vllm_generation import generate_rows_vllm
 from harness.steering.base import BaseMethod, MethodContext, MethodParams, NoSteering
+from harness.steering.methods.adapter import AdapterSteering
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
@@ -66,7 +67,8 @@ def models(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped
     common = {"id": str(path), "dtype": "float32", "device": "cpu"}
     hf = load_model(ModelSpec(**common))
     vl = load_model(ModelSpec(**common, backend="vllm", max_model_len=128))
-    return hf, vl
+    yield hf, vl
+    vl.engine.close()  # its processes would otherwise take CPU from the next module's
 
 
 ROWS = [Row(f"p{i}", p, 0) for i, p in enumerate(PROMPTS)]
@@ -113,3 +115,157 @@ def test_backend_enters_the_model_key_only_when_not_hf(models) -> None:  # type:
     hf, vl = models
     assert "backend" not in model_key(hf.spec)
     assert model_key(vl.spec)["backend"] == "vllm"
+
+
+def test_ablation_equals_hf(models, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from harness.steering.methods.activation import ActivationSteering
+    from harness.steering.vectors import SteeringVector
+
+    hf, vl = models
+    # The stream's own mean direction at layer 0: removing it changes what comes next.
+    enc = hf.encode(PROMPTS)
+    with torch.no_grad():
+        hidden = hf.model(**enc, output_hidden_states=True).hidden_states[1]
+    SteeringVector({0: hidden.mean(dim=(0, 1))}, {}).save(tmp_path / "u.safetensors")
+    params = ActivationSteering.Params.model_validate(
+        {
+            "layers": [0],
+            "mode": "ablate",
+            "coefficient": 1.0,
+            "vector": {"file": str(tmp_path / "u.safetensors")},
+        }
+    )
+    method = ActivationSteering(params, MethodContext("ablate", base_dir=tmp_path))
+    method.prepare(hf)
+    assert method.ablations() is not None and method.additions() is None
+    plain = texts(generate_rows_vllm(vl, NONE, ROWS, GREEDY))
+    ablated = texts(generate_rows_vllm(vl, method, ROWS, GREEDY))
+    assert ablated == texts(generate_rows(hf, method, ROWS, GREEDY))
+    assert ablated != plain
+    assert vl.engine.hooks_left() == 0
+
+
+def test_logit_bias_equals_hf(models) -> None:  # type: ignore[no-untyped-def]
+    from harness.steering.methods.logit_bias import LogitBias
+
+    hf, vl = models
+    params = LogitBias.Params.model_validate(
+        {"words": ["afraid", "fear", "terrified"], "bias": 6.0}
+    )
+    method = LogitBias(params, MethodContext("bias"))
+    method.prepare(hf)
+    assert len(method.token_ids) == 3
+    biased = texts(generate_rows_vllm(vl, method, ROWS, GREEDY))
+    assert biased == texts(generate_rows(hf, method, ROWS, GREEDY))
+    plain = texts(generate_rows_vllm(vl, NONE, ROWS, GREEDY))
+    count = lambda ts: sum(t.split().count(w) for t in ts for w in ("afraid", "fear", "terrified"))  # noqa: E731
+    assert count(biased) > count(plain)
+
+
+REFUSED = {
+    "attention site": (
+        'method = "activation"\n[conditions.params]\nlayers = [1]\ncoefficient = 4.0\n'
+        'site = "attention"\nvector = { pairs = "fear" }',
+        "params.site: 'attention' is not supported on the vllm backend",
+    ),
+    "generated positions": (
+        'method = "activation"\n[conditions.params]\nlayers = [1]\ncoefficient = 4.0\n'
+        'positions = "generated"\nvector = { pairs = "fear" }',
+        "params.positions: 'generated' is not supported on the vllm backend",
+    ),
+}
+
+
+@pytest.mark.parametrize("what", sorted(REFUSED))
+def test_check_refuses_what_vllm_cannot_run(what, tiny_model_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from harness import cli
+    from tests.conftest import write_prompts
+
+    condition, reason = REFUSED[what]
+    spec = tmp_path / "spec.toml"
+    spec.write_text(
+        f'name = "r"\noutput_dir = "{tmp_path / "run"}"\n'
+        f'[model]\nid = "{tiny_model_dir}"\ndevice = "cpu"\nbackend = "vllm"\n'
+        f'[prompts]\nfile = "{write_prompts(tmp_path / "p.jsonl")}"\n'
+        "[generation]\nmax_new_tokens = 4\nseeds = [0]\n"
+        f'[[conditions]]\nname = "c"\n{condition}\n'
+        '[[scorers]]\ntype = "lexicon"\n'
+    )
+    assert cli.main(["check", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert "conditions[0]" in err and reason in err, err
+    assert "model.backend = 'hf'" in err and "Traceback" not in err
+
+
+def test_a_run_generates_the_hf_backends_greedy_texts(models, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """``steer-harness run`` end to end on each backend: the engine's vLLM path (one call per
+    condition, outputs handed back batch by batch) gives the HF run's records' texts."""
+    import json
+
+    from harness import cli
+    from tests.conftest import write_prompts
+
+    hf, _ = models
+    prompts = write_prompts(tmp_path / "p.jsonl", 4)
+    records = {}
+    for backend in ("hf", "vllm"):
+        vllm_only = 'backend = "vllm"\nmax_model_len = 128\n' if backend == "vllm" else ""
+        spec = tmp_path / f"{backend}.toml"
+        spec.write_text(
+            f'name = "{backend}"\noutput_dir = "{tmp_path / backend}"\n'
+            f'[model]\nid = "{hf.spec.id}"\ndevice = "cpu"\ndtype = "float32"\n{vllm_only}'
+            f'[prompts]\nfile = "{prompts}"\n'
+            "[generation]\nmax_new_tokens = 8\nsampling = false\nbatch_size = 3\nseeds = [0]\n"
+            '[[conditions]]\nname = "act"\nmethod = "activation"\n[conditions.params]\n'
+            'layers = [0]\ncoefficient = 8.0\nvector = { pairs = "fear" }\n'
+            '[[conditions]]\nname = "persona"\nmethod = "prompt"\n[conditions.params]\n'
+            'instruction = "you are afraid ."\n'
+            '[[scorers]]\ntype = "lexicon"\n'
+        )
+        assert cli.main(["generate", str(spec)]) == 0
+        rows = [json.loads(line) for line in (tmp_path / backend / "generations.jsonl").open()]
+        records[backend] = {(r["condition"], r["prompt_id"], r["seed"]): r for r in rows}
+    hf_rows, vl_rows = records["hf"], records["vllm"]
+    assert len(vl_rows) == 12 and vl_rows.keys() == hf_rows.keys()  # 3 conditions x 4 prompts
+    assert {k: r["text"] for k, r in vl_rows.items()} == {k: r["text"] for k, r in hf_rows.items()}
+    assert not {r["id"] for r in vl_rows.values()} & {r["id"] for r in hf_rows.values()}
+    texts_of = lambda c: [r["text"] for k, r in vl_rows.items() if k[0] == c]  # noqa: E731
+    assert texts_of("act") != texts_of("baseline")
+
+
+def adapter(path: Path) -> AdapterSteering:
+    return AdapterSteering(AdapterSteering.Params(path=str(path)), MethodContext("adapter"))
+
+
+def test_a_non_lora_adapter_is_refused_with_the_reason(models, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from harness.core.errors import EngineError
+
+    _, vl = models
+    (tmp_path / "adapter_config.json").write_text('{"peft_type": "IA3"}')
+    with pytest.raises(EngineError, match="vLLM runs LoRA adapters only"):
+        generate_rows_vllm(vl, adapter(tmp_path), ROWS, GREEDY)
+
+
+def test_lora_adapter_equals_hf_peft(models, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Last in the module: the LoRA adapter restarts the engine with LoRA support."""
+    from peft import LoraConfig, get_peft_model
+
+    hf, vl = models
+    base = type(hf.model).from_pretrained(hf.spec.id)  # a copy to make the adapter on
+    torch.manual_seed(2)
+    config = LoraConfig(
+        r=4,
+        lora_alpha=8,
+        target_modules=["q_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        init_lora_weights=False,  # random B too: a zero-initialised LoRA changes nothing
+    )
+    get_peft_model(base, config).save_pretrained(tmp_path / "lora")
+    method = adapter(tmp_path / "lora")
+    method.prepare(hf)
+    plain = texts(generate_rows_vllm(vl, NONE, ROWS, GREEDY))
+    adapted = texts(generate_rows_vllm(vl, method, ROWS, GREEDY))
+    assert adapted == texts(generate_rows(hf, method, ROWS, GREEDY))
+    assert adapted != plain
+    # The engine now has LoRA support; requests without the adapter are the base model's.
+    assert texts(generate_rows_vllm(vl, NONE, ROWS, GREEDY)) == plain
+    assert texts(generate_rows(hf, NONE, ROWS, GREEDY)) == plain  # peft unloaded

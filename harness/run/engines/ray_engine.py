@@ -74,6 +74,22 @@ class GenerationWorker:
         return list(self.runner.run(task))
 
 
+def generation_gpus(
+    execution: ExecutionSpec, model: ModelSpec, cluster_gpus: float
+) -> tuple[float, str]:
+    """GPUs one generation actor asks Ray for, and the spec field that decides it:
+    ``execution.num_gpus`` when the user set it; else, on a cluster with GPUs,
+    ``model.tensor_parallel_size`` for the vLLM backend (the engine in the actor splits
+    the model over that many, so Ray must reserve them all, or two actors would be given
+    the same GPU) and one for the HF backend; none on a cluster without GPUs (CPU actors,
+    vLLM's CPU build too)."""
+    if execution.num_gpus is not None:
+        return execution.num_gpus, "execution.num_gpus"
+    if cluster_gpus > 0 and model.backend == "vllm":
+        return float(model.tensor_parallel_size), "model.tensor_parallel_size"
+    return min(1.0, cluster_gpus), "execution.num_gpus"
+
+
 def _first_line(exc: BaseException) -> str:
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     return lines[-1] if lines else type(exc).__name__
@@ -133,11 +149,11 @@ class ActorPool:
         resources = ray.cluster_resources()
         gpus = float(resources.get("GPU", 0.0))
         cpus = float(resources.get("CPU", 0.0))
-        per_gpu = execution.num_gpus if execution.num_gpus is not None else min(1.0, gpus)
+        per_gpu, field = self.gpus_per_actor(gpus)
         if per_gpu > gpus:
             raise EngineError(
-                f"execution.num_gpus: {per_gpu:g} GPU(s) per actor, but the Ray cluster has "
-                f"{gpus:g}; lower num_gpus, or set it to 0 for CPU actors"
+                f"{field}: {per_gpu:g} GPU(s) per actor, but the Ray cluster has "
+                f"{gpus:g}; lower it, or set execution.num_gpus = 0 for CPU actors"
             )
         if execution.num_cpus > cpus:
             raise EngineError(
@@ -150,6 +166,13 @@ class ActorPool:
         self.actor_cls = ray.remote(
             num_cpus=execution.num_cpus, num_gpus=per_gpu, max_restarts=0, max_task_retries=0
         )(self.body)
+
+    def gpus_per_actor(self, cluster_gpus: float) -> tuple[float, str]:
+        """GPUs each actor asks Ray for, and the spec field that says so: ``num_gpus``
+        when set, else one (none on a cluster without GPUs)."""
+        if self.execution.num_gpus is not None:
+            return self.execution.num_gpus, "execution.num_gpus"
+        return min(1.0, cluster_gpus), "execution.num_gpus"
 
     @property
     def threads(self) -> int:
@@ -297,6 +320,9 @@ class RayEngine(ActorPool):
         self.conditions = list(conditions)
         self._conditions_ref: Any = None
         self.start()
+
+    def gpus_per_actor(self, cluster_gpus: float) -> tuple[float, str]:
+        return generation_gpus(self.execution, self.model, cluster_gpus)
 
     def spawn_args(self) -> tuple[Any, ...]:
         if self._conditions_ref is None:

@@ -2,7 +2,8 @@
 
 The adapter is injected into the model's modules when a batch starts and unloaded when it
 ends (``PeftModel.unload``), so the base model is exactly restored between conditions.
-Needs the ``peft`` package.
+Needs the ``peft`` package. On the vLLM backend a LoRA adapter runs through vLLM's own LoRA
+support instead (:meth:`AdapterSteering.lora_adapter`, a ``LoRARequest`` per request).
 """
 
 from __future__ import annotations
@@ -71,6 +72,14 @@ class AdapterSteering(BaseMethod):
             "peft_type": config.get("peft_type"),
             "base_model": config.get("base_model_name_or_path"),
         }
+
+    def lora_adapter(self) -> Path | None:
+        """The folder, for vLLM's own LoRA support, when the adapter is a LoRA (vLLM runs no
+        other PEFT type; then None, and the vLLM backend refuses the condition)."""
+        import json
+
+        config = json.loads((self.folder() / "adapter_config.json").read_text())
+        return self.folder() if config.get("peft_type") == "LORA" else None
 
     @contextmanager
     def apply(self, lm: LoadedModel, batch: BatchInfo) -> Iterator[None]:
