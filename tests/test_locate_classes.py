@@ -260,6 +260,11 @@ def test_locate_classes_in_a_spec_resolves_caches_and_keeps_ids(setup: Any, tmp_
     mtime = request.path.stat().st_mtime_ns
     run_stages(plan2, source)
     assert request.path.stat().st_mtime_ns == mtime  # reused, not located again
+    shown = ", ".join("embedding" if i == EMBEDDING else str(i) for i in expected)
+    assert (
+        f"`locate:classes:2` → layers {shown} (top by attribution"
+        in (tmp_path / "report.md").read_text()
+    )
 
     # The same condition written with the numbers has the same names and content ids.
     labels = ", ".join('"embedding"' if i == EMBEDDING else str(i) for i in expected)
