@@ -1,8 +1,9 @@
 """Where and how hard to steer the built-in MiniLM emotion classifier: per encoder layer,
-the cross-validated linear-probe accuracy of joy vs neutral on mean-pooled hidden states
-(harness/locate/probe.py's probe), and the shift of P(joy) on the neutral texts when the
-class-mean vector v = mean(h | joy) - mean(h | neutral) is added at that layer with α in
-a raw and a norm-relative scale.
+the localisation of ``steer-harness locate`` on joy vs neutral (harness/locate/classes.py:
+cross-validated linear-probe accuracy on mean-pooled hidden states, and the attribution
+and exact effect on logit[joy] - logit[neutral] of adding the class-mean vector
+v = mean(h | joy) - mean(h | neutral)), and the shift of P(joy) on the neutral texts when
+v is added at that layer with several α.
 
     python benchmarks/encoder_shift_layers.py
 
@@ -22,14 +23,18 @@ import torch
 
 from harness.config.spec import ModelSpec
 from harness.config.vectors import EMBEDDING
-from harness.locate.probe import probe_accuracy
+from harness.locate.classes import (
+    ClassLocateOptions,
+    class_features,
+    locate_classes,
+    select_classes,
+)
 from harness.model.builtin import read_labelled
 from harness.model.loading import load_model
 from harness.run.classification import classify_rows
 from harness.run.generation import Row
 from harness.steering.base import NoSteering
 from harness.steering.hooks import add_vector, edit_residual
-from harness.steering.vectors import hidden_states
 from prompts import data_path
 
 ALPHAS_RAW = [0.1, 0.3, 0.5, 1.0, 2.0, 4.0]
@@ -48,20 +53,30 @@ def main() -> None:
     started = time.perf_counter()
     lm = load_model(ModelSpec(id="builtin:minilm-emotions"))
     texts, labels = read_labelled(data_path("labels/emotions.jsonl"))
-    joy = [t for t, lab in zip(texts, labels, strict=True) if lab == "joy"]
-    neutral = [t for t, lab in zip(texts, labels, strict=True) if lab == "neutral"]
+    ct = select_classes(texts, labels, "joy", "neutral", "labels/emotions.jsonl")
     layers = [EMBEDDING, *range(lm.info.num_layers)]
-    hj = hidden_states(lm, joy, layers, "mean")
-    hn = hidden_states(lm, neutral, layers, "mean")
-    rows = [Row(f"n{i}", t, 0) for i, t in enumerate(neutral)]
+    # The same localisation as `steer-harness locate specs/seeds/encoder-shift.toml`.
+    doc = locate_classes(lm, ct, ClassLocateOptions(folds=5, seed=0, check=len(layers)))
+    located = {s["layer"]: s for s in doc["sites"]}
+    hj, hn, vectors = class_features(lm, ct, layers)
+    rows = [Row(f"n{i}", t, 0) for i, t in enumerate(ct.neg)]
     base = classify_rows(lm, NoSteering(NoSteering.Params(), None), rows)  # type: ignore[arg-type]
     p0 = np.array([c.probs["joy"] for c in base])
-    out: dict[str, object] = {"p_joy_unsteered_on_neutral": float(p0.mean()), "layers": {}}
+    out: dict[str, object] = {
+        "p_joy_unsteered_on_neutral": float(p0.mean()),
+        "top_by_attribution": doc["top_k"]["residual"],
+        "spearman_attribution_exact": doc["check"]["pooled"]["spearman"],
+        "layers": {},
+    }
     print(f"mean P(joy) on the 30 neutral texts, unsteered: {p0.mean():.3f}")
-    print("layer  probe-acc  |v|   mean|h|  " + "  ".join(f"α={a:g}" for a in ALPHAS_RAW))
+    print(
+        "layer  probe-acc  attrib  exact  |v|   mean|h|  "
+        + "  ".join(f"α={a:g}" for a in ALPHAS_RAW)
+    )
     for i in layers:
-        acc = probe_accuracy(hj[i].numpy(), hn[i].numpy(), folds=5, seed=0).accuracy
-        v = hj[i].mean(0) - hn[i].mean(0)
+        acc = located[i]["probe_accuracy"]
+        attribution, exact = located[i]["attribution"], located[i]["exact"]
+        v = vectors[i]
         h_norm = float(torch.cat([hj[i], hn[i]]).norm(dim=1).mean())
         shifts = []
         for a in ALPHAS_RAW:
@@ -72,12 +87,17 @@ def main() -> None:
         name = "embedding" if i == EMBEDDING else str(i)
         out["layers"][name] = {  # type: ignore[index]
             "probe_accuracy": acc,
+            "attribution": attribution,
+            "exact": exact,
             "vector_norm": float(v.norm()),
             "pooled_norm": h_norm,
             "shifts": shifts,
         }
         cells = "  ".join(f"{s['mean_delta']:+.3f}/{s['to_joy']:2d}" for s in shifts)
-        print(f"{name:>9}  {acc:.3f}  {float(v.norm()):5.2f}  {h_norm:6.2f}  {cells}")
+        print(
+            f"{name:>9}  {acc:.3f}  {attribution:6.3f}  {exact:6.3f}  {float(v.norm()):5.2f}  "
+            f"{h_norm:6.2f}  {cells}"
+        )
     out["seconds"] = time.perf_counter() - started
     path = Path(__file__).parent / "results" / "encoder_shift_layers.json"
     path.write_text(json.dumps(out, indent=2) + "\n")

@@ -19,6 +19,14 @@ ids and texts as one written with the layer's number. The numbers are in layer o
 scalar for ``"locate:<pairs>"`` (as if ``layers = 12`` had been written), a list for k > 1.
 Until the localisation exists the condition is pending, like a search that has not run:
 ``check`` says it will be located and plans no generations for it.
+
+In a classification spec the layers are located by the classes of the condition's own
+class-mean vector: ``layers = "locate:classes"`` (or ``"locate:classes:<k>"``) with
+``vector = {classes = FILE, positive = P, negative = N}`` ranks the encoder's layers and
+its embedding output by :mod:`.classes` (the attribution of the class-logit gap to adding
+v there, or probe accuracy) on that file's P and N texts, the texts v is made of. It is
+cached the same way, keyed by the model key, the file's bytes, the two classes and the
+keyed settings; a located embedding output is written ``"embedding"``.
 """
 
 from __future__ import annotations
@@ -29,19 +37,23 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from pydantic import ValidationError as PydanticValidationError
+
+from harness.config.paths import resolve_data_path
 from harness.config.spec import ConditionSpec, LocateSpec, MetricWords
-from harness.config.vectors import LocateRef, is_locate, parse_locate
+from harness.config.vectors import LocateRef, VectorSource, is_locate, layer_label, parse_locate
 from harness.core.artifacts import LocatedInfo
 from harness.core.errors import LocateError, VectorFileError
 from harness.core.files import sha256_of
 from harness.core.ids import content_id
 from harness.core.rundir import RunDir
+from harness.locate.classes import ClassLocateOptions, ClassTexts, locate_classes, select_classes
 from harness.locate.inputs import metric_for
 from harness.locate.metric import TraitMetric, word_ids
 from harness.model.loading import LoadedModel
-from harness.steering.methods.activation import resolve_pairs, shipped_pair_sets
+from harness.steering.methods.activation import class_texts, resolve_pairs, shipped_pair_sets
 from harness.steering.vectors import load_pairs
 
 log = logging.getLogger(__name__)
@@ -114,7 +126,7 @@ def locate_request(
     return LocateRequest(pairs, path, n, metric, settings, key, run.located(key))
 
 
-def read_located(request: LocateRequest) -> dict[str, Any] | None:
+def read_located(request: LocateRequest | ClassesRequest) -> dict[str, Any] | None:
     """The cached localisation, if it is whole and made for this key; else None (a damaged
     one is warned about and located again)."""
     path = request.path
@@ -157,13 +169,15 @@ def top_layers(doc: dict[str, Any], component: str, ranking: str, k: int) -> lis
     return sorted(s["layer"] for s in sorted(sites, key=key)[:k])
 
 
-def run_locate(lm: LoadedModel, request: LocateRequest) -> dict[str, Any]:
+def run_locate(lm: LoadedModel, request: LocateRequest | ClassesRequest) -> dict[str, Any]:
     """Locate and cache: the document, table and figure under the request's path."""
     from harness.locate.locator import LocateOptions, locate
     from harness.locate.probe import require_sklearn
     from harness.locate.report import write_outputs
 
     require_sklearn()
+    if isinstance(request, ClassesRequest):
+        return run_locate_classes(lm, request)
     s = request.settings
     opts = LocateOptions(
         components=(s.component,),
@@ -180,6 +194,125 @@ def run_locate(lm: LoadedModel, request: LocateRequest) -> dict[str, Any]:
     word_ids(lm.tokenizer, request.metric, (f"{where}.trait", f"{where}.neutral"))
     log.info("locating layers: %s", request.describe())
     doc = locate(lm, load_pairs(request.pairs_path), request.metric, opts, str(request.pairs_path))
+    doc["key"] = request.key
+    write_outputs(doc, request.path.with_suffix(""))
+    return doc
+
+
+CLASSES = "classes"
+"""``locate:classes``: a classifier's layers, located by its condition's class-mean vector."""
+CLASS_KEYED = {"folds", "seed", "check"}
+
+
+@dataclass(frozen=True)
+class ClassesRequest:
+    """One localisation of a classification spec: two classes of a labelled file."""
+
+    pairs: str
+    """The reference's name as written (``classes``)."""
+    texts_path: Path
+    positive: str
+    negative: str
+    n_positive: int
+    n_negative: int
+    settings: LocateSpec
+    key: str
+    path: Path
+
+    def describe(self) -> str:
+        return (
+            f"classes {self.positive} ({self.n_positive}) vs {self.negative} "
+            f"({self.n_negative}) of {self.texts_path.name}, ranked by {self.settings.ranking}"
+        )
+
+
+AnyRequest = LocateRequest | ClassesRequest
+
+
+def classes_request(
+    cond: ConditionSpec,
+    library: dict[str, Any],
+    settings: LocateSpec,
+    base_dir: Path,
+    run: RunDir,
+    mkey: dict[str, Any],
+) -> ClassesRequest:
+    """The request of a classification condition's ``locate:classes``, from its class-mean
+    vector; LocateError naming the fix when it has none, a class is unknown or too small."""
+    if settings.component != "residual":
+        raise LocateError(
+            f"locate.component = '{settings.component}': a classifier's encoder is located "
+            "at the residual site (its block outputs) only; remove locate.component"
+        )
+    vector = cond.params.get("vector")
+    if isinstance(vector, str):
+        vector = library.get(vector)
+    try:
+        src = vector if isinstance(vector, VectorSource) else VectorSource.model_validate(vector)
+    except (PydanticValidationError, TypeError, ValueError):
+        src = None
+    if src is None or src.classes is None:
+        raise LocateError(
+            "'locate:classes' takes its classes from the condition's class-mean vector; give "
+            "params.vector = {classes = FILE, positive = A, negative = B}"
+        )
+    if src.aggregate != "mean":
+        raise LocateError(
+            "'locate:classes' locates mean-pooled class means; remove vector.aggregate = "
+            f"'{src.aggregate}'"
+        )
+    path = resolve_data_path(src.classes, base_dir)
+    if path is None:
+        raise LocateError(f"vector.classes: '{src.classes}' not found (relative to {base_dir})")
+    try:
+        pos, neg = class_texts(src, path)
+    except VectorFileError as exc:
+        raise LocateError(str(exc)) from None
+    texts = [*pos, *neg]
+    labels = [str(src.positive)] * len(pos) + [str(src.negative)] * len(neg)
+    select_classes(texts, labels, str(src.positive), str(src.negative), path.name, "vector")
+    if min(len(pos), len(neg)) < settings.folds:
+        raise LocateError(
+            f"{path.name}: a class has {min(len(pos), len(neg))} texts, fewer than "
+            f"locate.folds = {settings.folds}; lower the folds or add texts"
+        )
+    key = content_id(
+        {
+            "kind": CLASSES,
+            "model": mkey,
+            "texts": sha256_of(path),
+            "classes": [src.positive, src.negative],
+            "settings": settings.model_dump(mode="json", include=CLASS_KEYED),
+        }
+    )
+    return ClassesRequest(
+        CLASSES,
+        path,
+        str(src.positive),
+        str(src.negative),
+        len(pos),
+        len(neg),
+        settings,
+        key,
+        run.located(key),
+    )
+
+
+def run_locate_classes(lm: LoadedModel, request: ClassesRequest) -> dict[str, Any]:
+    """Locate a classifier's two classes and cache it under the request's path."""
+    from harness.locate.report import write_outputs
+
+    src = VectorSource(
+        classes=str(request.texts_path), positive=request.positive, negative=request.negative
+    )
+    pos, neg = class_texts(src, request.texts_path)
+    texts = ClassTexts(str(request.texts_path), request.positive, request.negative, pos, neg)
+    s = request.settings
+    opts = ClassLocateOptions(
+        folds=s.folds, seed=s.seed, top_k=3, check=s.check, batch_size=s.batch_size
+    )
+    log.info("locating layers: %s", request.describe())
+    doc = locate_classes(lm, texts, opts)
     doc["key"] = request.key
     write_outputs(doc, request.path.with_suffix(""))
     return doc
@@ -215,14 +348,18 @@ def with_located(cond: ConditionSpec, resolve: Resolve) -> tuple[ConditionSpec, 
             problems.append(f"{where}: {exc}")
             return []
 
+    def labelled(text: str, where: str) -> list[Any]:
+        # Written as a spec would write them: the embedding output as "embedding".
+        return [layer_label(i) for i in one(text, where)]
+
     def sub(value: Any, where: str) -> Any:
         if is_locate(value):
-            layers = one(str(value), where)
+            layers = labelled(str(value), where)
             return layers[0] if len(layers) == 1 else layers
         if isinstance(value, list) and any(is_locate(v) for v in value):
             out: list[Any] = []
             for v in value:
-                out += one(str(v), where) if is_locate(v) else [v]
+                out += labelled(str(v), where) if is_locate(v) else [v]
             return out
         return value
 
@@ -244,7 +381,7 @@ class Located:
 
     condition: str
     text: str
-    request: LocateRequest
+    request: LocateRequest | ClassesRequest
     layers: list[int] | None
     """None until the localisation exists."""
 
@@ -256,35 +393,62 @@ class SpecLocator:
     the condition can still be checked."""
 
     def __init__(
-        self, settings: LocateSpec, base_dir: Path, run: RunDir, mkey: dict[str, Any]
+        self,
+        settings: LocateSpec,
+        base_dir: Path,
+        run: RunDir,
+        mkey: dict[str, Any],
+        task: str = "generate",
+        library: dict[str, Any] | None = None,
     ) -> None:
         self.settings = settings
         self.base_dir = base_dir
         self.run = run
         self.mkey = mkey
+        self.task = task
+        """``classify``: references are ``locate:classes`` (:func:`classes_request`)."""
+        self.library = library or {}
         self.num_layers: int | None = None
-        self.requests: dict[str, LocateRequest] = {}
+        self.requests: dict[str, LocateRequest | ClassesRequest] = {}
         self.docs: dict[str, dict[str, Any] | None] = {}
         self.found: list[Located] = []
 
-    def request(self, pairs: str) -> LocateRequest:
+    def request(self, pairs: str) -> LocateRequest | ClassesRequest:
         if pairs not in self.requests:
             req = locate_request(pairs, self.settings, self.base_dir, self.run, self.mkey)
             self.requests[pairs] = req
         return self.requests[pairs]
 
-    def resolver(self, condition: str) -> tuple[Resolve, Callable[[], bool]]:
-        """A resolver for one condition, and whether it met an unlocated reference."""
+    def class_request(self, ref: LocateRef, cond: ConditionSpec | None) -> ClassesRequest:
+        if ref.pairs.lower() != CLASSES or cond is None:
+            raise LocateError(
+                f"'{ref.text}': a classifier's layers are located by the classes of the "
+                "condition's class-mean vector; write 'locate:classes' (or "
+                "'locate:classes:<k>')"
+            )
+        req = classes_request(cond, self.library, self.settings, self.base_dir, self.run, self.mkey)
+        return cast(ClassesRequest, self.requests.setdefault(f"classes:{req.key}", req))
+
+    def resolver(
+        self, condition: str, cond: ConditionSpec | None = None
+    ) -> tuple[Resolve, Callable[[], bool]]:
+        """A resolver for one condition (``cond``: the condition itself, which a
+        classifier's ``locate:classes`` takes its vector from), and whether it met an
+        unlocated reference."""
         waiting = False
+        classify = self.task == "classify"
 
         def resolve(ref: LocateRef) -> list[int]:
             nonlocal waiting
-            if self.num_layers is not None and ref.k > self.num_layers:
+            # A classifier's candidates: its blocks and the embedding output.
+            n = self.num_layers
+            if n is not None and ref.k > n + int(classify):
+                what = f"{n}-block encoder and its embedding output" if classify else ""
                 raise LocateError(
                     f"'{ref.text}' asks for the top {ref.k} layers of a "
-                    f"{self.num_layers}-layer model; give k <= {self.num_layers}"
+                    f"{what or f'{n}-layer model'}; give k <= {n + int(classify)}"
                 )
-            req = self.request(ref.pairs)
+            req = self.class_request(ref, cond) if classify else self.request(ref.pairs)
             if req.key not in self.docs:
                 self.docs[req.key] = read_located(req)
             doc = self.docs[req.key]
@@ -313,9 +477,9 @@ class SpecLocator:
             if f.condition == condition and f.layers is not None
         ]
 
-    def pending_requests(self) -> list[LocateRequest]:
+    def pending_requests(self) -> list[LocateRequest | ClassesRequest]:
         """The distinct localisations still to run, in the order the spec needs them."""
-        seen: dict[str, LocateRequest] = {}
+        seen: dict[str, LocateRequest | ClassesRequest] = {}
         for f in self.found:
             if f.layers is None:
                 seen.setdefault(f.request.key, f.request)

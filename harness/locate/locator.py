@@ -75,6 +75,23 @@ class _Collected:
         return torch.cat([getattr(p, pick)[site] for p in self.parts])
 
 
+def ranked_sites(per_site: dict[Site, dict[str, Any]], component: Component) -> list[Site]:
+    """The sites of ``component`` by mean attribution, largest first (ties: lower layer)."""
+
+    def key(s: Site) -> tuple[float, int]:
+        a = per_site[s]["attribution"]
+        return (-a if a is not None else math.inf, s.layer)
+
+    return sorted((s for s in per_site if s.component == component), key=key)
+
+
+def set_ranks(per_site: dict[Site, dict[str, Any]], components: Sequence[Component]) -> None:
+    """Each site's ``rank`` (1 = largest attribution) within its component."""
+    for c in components:
+        for rank, s in enumerate(ranked_sites(per_site, c), start=1):
+            per_site[s]["rank"] = rank
+
+
 def check_options(pairs: Sequence[ContrastPair], opts: LocateOptions) -> None:
     n = len(pairs)
     if opts.folds < 2:
@@ -161,17 +178,9 @@ def locate(
         }
 
     def ranked(component: Component) -> list[Site]:
-        own = [s for s in sites if s.component == component]
+        return ranked_sites(per_site, component)
 
-        def key(s: Site) -> tuple[float, int]:
-            a = per_site[s]["attribution"]
-            return (-a if a is not None else math.inf, s.layer)
-
-        return sorted(own, key=key)
-
-    for c in opts.components:
-        for rank, s in enumerate(ranked(c), start=1):
-            per_site[s]["rank"] = rank
+    set_ranks(per_site, opts.components)
     log.info("locate: probes and attributions of %d sites done", len(sites))
     # The causal check: exact patching of the top sites by attribution (among the sites M
     # depends on at all).
@@ -185,7 +194,7 @@ def locate(
             effects.append(patch_effect(lm, neg_rows, modules, s, offset, part.metric_neg))
         per_site[s]["exact"], per_site[s]["exact_se"] = mean_se(torch.cat(effects))
         log.info("locate: exact patching %s", s.name)
-    check = {"per_component_top": opts.check, **_check_summary(checked, per_site, opts.components)}
+    check = {"per_component_top": opts.check, **check_summary(checked, per_site, opts.components)}
 
     steer_doc: dict[str, Any] | None = None
     if opts.steer:
@@ -241,7 +250,7 @@ def locate(
     }
 
 
-def _check_summary(
+def check_summary(
     checked: list[Site], per_site: dict[Site, dict[str, Any]], components: Sequence[Component]
 ) -> dict[str, Any]:
     """Spearman's rho between attribution and exact effect over the checked sites."""

@@ -8,7 +8,9 @@ standardised features (the scaler is fitted inside each training fold), scored b
 accuracy with k-fold cross-validation. Folds are stratified by side and grouped by pair
 (``StratifiedGroupKFold``, shuffled with a seed): both texts of a pair are always in
 the same fold, so a probe is never tested on the twin of a text it was trained on, whose
-shared topic words would make separation look easier than it is.
+shared topic words would make separation look easier than it is. Labelled texts of two
+classes (a classifier's localisation, :mod:`.classes`) have no pairs: their folds are
+stratified by class only (``StratifiedKFold``, shuffled with the seed).
 
 Two cautions from the probing literature: high accuracy shows that the information is
 decodable, not that the model uses it (hence attribution and patching next to it); and
@@ -46,9 +48,11 @@ def probe_pipeline() -> Any:
     return make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
 
 
-def probe_folds(folds: int, seed: int) -> Any:
-    from sklearn.model_selection import StratifiedGroupKFold
+def probe_folds(folds: int, seed: int, grouped: bool = True) -> Any:
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
+    if not grouped:
+        return StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     return StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
 
 
@@ -80,4 +84,23 @@ def probe_accuracy(pos: np.ndarray, neg: np.ndarray, folds: int, seed: int) -> P
     scores = cross_val_score(
         probe_pipeline(), x, y, groups=groups, cv=probe_folds(folds, seed), scoring="accuracy"
     )
+    return ProbeResult(float(np.mean(scores)), [float(s) for s in scores])
+
+
+def class_probe_accuracy(pos: np.ndarray, neg: np.ndarray, folds: int, seed: int) -> ProbeResult:
+    """Cross-validated accuracy of the same probe separating two classes' texts (any
+    numbers of rows each), folds stratified by class."""
+    from sklearn.model_selection import cross_val_score
+
+    smaller = min(pos.shape[0], neg.shape[0])
+    if folds < 2:
+        raise LocateError(f"--folds {folds}: cross-validation needs at least 2 folds")
+    if smaller < folds:
+        raise LocateError(
+            f"--folds {folds}: a class has only {smaller} texts; give at most {smaller} folds"
+        )
+    x = np.concatenate([pos, neg]).astype(np.float64)
+    y = np.concatenate([np.ones(pos.shape[0], dtype=int), np.zeros(neg.shape[0], dtype=int)])
+    cv = probe_folds(folds, seed, grouped=False)
+    scores = cross_val_score(probe_pipeline(), x, y, cv=cv, scoring="accuracy")
     return ProbeResult(float(np.mean(scores)), [float(s) for s in scores])

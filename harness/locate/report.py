@@ -10,12 +10,14 @@ from typing import Any
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from harness.config.vectors import EMBEDDING
 from harness.core.files import write_json_atomic, write_text_atomic
 from harness.report.plots import save_figure
 
 COLUMNS = (
     "| layer | probe accuracy | attribution ± SE | exact patching ± SE | steering Δ ± SE | rank |"
 )
+CLASS_COLUMNS = "| layer | probe accuracy | attribution ± SE | exact effect ± SE | \\|v\\| | rank |"
 
 
 def _num(x: float | None, se: float | None = None, digits: int = 3) -> str:
@@ -35,7 +37,36 @@ def _component_sites(doc: dict[str, Any], component: str) -> list[dict[str, Any]
     return [s for s in doc["sites"] if s["component"] == component]
 
 
+def is_classes(doc: dict[str, Any]) -> bool:
+    """A classifier's localisation (:mod:`harness.locate.classes`), not a pair set's."""
+    return doc.get("kind") == "classes"
+
+
+def _classes_header(doc: dict[str, Any]) -> list[str]:
+    m, c = doc["metric"], doc["classes"]
+    return [
+        f"# Where to steer: {doc['model']['id']}, {c['positive']} vs {c['negative']}",
+        "",
+        f"- texts: `{c['source']}` ({c['n_positive']} labelled {c['positive']}, "
+        f"{c['n_negative']} labelled {c['negative']}), hidden states mean-pooled over tokens",
+        f"- metric M(x) = {m['definition']}; the vector at each layer: {m['vector']}",
+        f"- mean M over {c['positive']} texts {_num(m['mean_positive'])}, over "
+        f"{c['negative']} texts {_num(m['mean_negative'])}; difference "
+        f"{_num(m['total_effect'], m['total_effect_se'])} (± SE)",
+        f"- attribution: Σ_t ∇_h M · v on the {c['negative']} texts (first order); exact: "
+        f"M with v added − M without, on the same texts (mean ± SE over texts)",
+        f"- probe: logistic regression, {doc['folds']}-fold cross-validation stratified by "
+        f"class (seed {doc['seed']})",
+    ]
+
+
+def _label(layer: int) -> str:
+    return "embedding" if layer == EMBEDDING else str(layer)
+
+
 def render_markdown(doc: dict[str, Any], figure_name: str | None = None) -> str:
+    if is_classes(doc):
+        return _render(doc, _classes_header(doc), figure_name)
     m = doc["metric"]
     lines = [
         f"# Where to steer: {doc['model']['id']} on {Path(doc['pairs']['source']).stem}",
@@ -55,18 +86,25 @@ def render_markdown(doc: dict[str, Any], figure_name: str | None = None) -> str:
             f"- steering Δ: M steered − unsteered at coefficient {st['coefficient']:g} × "
             f"typical norm on {st['n_prompts']} prompts of `{st['prompts']}`"
         )
-    lines += ["", "## Top layers by attribution", ""]
+    return _render(doc, lines, figure_name)
+
+
+def _render(doc: dict[str, Any], lines: list[str], figure_name: str | None) -> str:
+    """The header's lines, then the top layers, the causal check and the tables."""
+    classes = is_classes(doc)
+    lines = [*lines, "", "## Top layers by attribution", ""]
     for component, top in doc["top_k"].items():
-        lines.append(f"- {component}: {', '.join(str(i) for i in top) or '–'}")
+        lines.append(f"- {component}: {', '.join(_label(i) for i in top) or '–'}")
     check = doc["check"]
     pooled = check["pooled"]
     rho = pooled["spearman"]
+    what = "The exact effect of adding v at" if classes else "Exact activation patching of"
     lines += [
         "",
         "## Causal check",
         "",
         (
-            f"Exact activation patching of {pooled['n']} site(s) (the top "
+            f"{what} {pooled['n']} site(s) (the top "
             f"{check['per_component_top']} per component by attribution, among the sites "
             "M depends on): Spearman's ρ "
             "between attribution and exact effect = "
@@ -83,13 +121,18 @@ def render_markdown(doc: dict[str, Any], figure_name: str | None = None) -> str:
             lines.append(f"- {component}: ρ = {value} over {r['n']} site(s)")
     for component in doc["components"]:
         sites = _component_sites(doc, component)
-        lines += ["", f"## {component}", "", COLUMNS, "|---:|---:|---:|---:|---:|---:|"]
+        columns = CLASS_COLUMNS if classes else COLUMNS
+        lines += ["", f"## {component}", "", columns, "|---:|---:|---:|---:|---:|---:|"]
         for s in sites:
+            last = (
+                _num(s.get("vector_norm"))
+                if classes
+                else _num(s["steer_delta"], s["steer_delta_se"])
+            )
             lines.append(
-                f"| {s['layer']} | {_num(s['probe_accuracy'])} | "
+                f"| {_label(s['layer'])} | {_num(s['probe_accuracy'])} | "
                 f"{_num(s['attribution'], s['attribution_se'])} | "
-                f"{_num(s['exact'], s['exact_se'])} | "
-                f"{_num(s['steer_delta'], s['steer_delta_se'])} | {s['rank']} |"
+                f"{_num(s['exact'], s['exact_se'])} | {last} | {s['rank']} |"
             )
     if figure_name:
         lines += ["", f"![probe accuracy and attribution per layer]({figure_name})"]
@@ -124,9 +167,9 @@ def figure(doc: dict[str, Any]) -> Figure:
                 marker="x",
                 color="tab:red",
                 zorder=3,
-                label="exact patching",
+                label="exact effect" if is_classes(doc) else "exact patching",
             )
-        right.set_ylabel("Δ trait metric")
+        right.set_ylabel("Δ class-logit gap" if is_classes(doc) else "Δ trait metric")
         ax.plot(layers, acc, "o-", color="tab:blue", ms=3, label="probe accuracy")
         ax.set_ylim(0.0, 1.05)
         ax.set_ylabel("probe accuracy")
@@ -135,9 +178,16 @@ def figure(doc: dict[str, Any]) -> Figure:
         ax.set_title(component, fontsize=10)
         handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
         ax.legend(handles=handles, fontsize=7, loc="lower right")
+    layers = sorted({s["layer"] for s in doc["sites"]})
     for ax in axes:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes[-1].set_xlabel("layer (decoder block output index)")
+        if EMBEDDING in layers:  # "emb" at -1, then the blocks
+            ax.set_xticks(layers, ["emb" if i == EMBEDDING else str(i) for i in layers])
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if is_classes(doc):
+        axes[-1].set_xlabel("layer (encoder block output index; emb: the embedding output)")
+    else:
+        axes[-1].set_xlabel("layer (decoder block output index)")
     return fig
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from harness.config.vectors import layer_label
 from harness.core.errors import LocateError
 from harness.model import sites as _sites
 from harness.model.sites import COMPONENTS, Component
@@ -22,14 +23,15 @@ LOCATE_HINT = "Use --components residual for this architecture."
 
 @dataclass(frozen=True, order=True)
 class Site:
-    """One component of one decoder layer."""
+    """One component of one decoder layer (layer -1: the embedding output, for a
+    classifier's localisation)."""
 
     component: Component
     layer: int
 
     @property
     def name(self) -> str:
-        return f"{self.component}.{self.layer}"
+        return f"{self.component}.{layer_label(self.layer)}"
 
 
 def parse_components(value: str) -> list[Component]:

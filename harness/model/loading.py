@@ -259,6 +259,13 @@ class LoadedModel:
         return {k: v.to(self.device) for k, v in enc.items()}
 
 
+def class_names(lm: LoadedModel) -> list[str]:
+    """A classifier's classes in output order (``LABEL_<i>`` where its config has none)."""
+    n = int(getattr(lm.model.config, "num_labels", 0) or len(lm.info.labels))
+    names = list(lm.info.labels)
+    return names if len(names) == n else [f"LABEL_{i}" for i in range(n)]
+
+
 def fingerprint(spec: ModelSpec, source: str, gguf: str | None, config: Any) -> dict[str, Any]:
     """Revision or file hashes for the manifest: which exact weights produced the texts."""
     out: dict[str, Any] = {"id": spec.id, "source": source}

@@ -21,6 +21,7 @@ from harness.report.figures import asset_dir
 from harness.report.format import cell, fmt, md_text, table
 from harness.report.overview import (
     _params_summary,
+    located_lines,
     section_header,
     section_manifest,
     throughput_text,
@@ -83,6 +84,7 @@ def section_classification_setup(run: RunData) -> str:
             "Conditions (each classifies the same texts as the baseline):",
             "",
             table(["condition", "method", "parameters"], cond_rows),
+            *located_lines(run.analysis.get("condition_info", {})),
         ]
     )
 

@@ -64,12 +64,18 @@ def throughput_text(sessions: list[dict[str, Any]]) -> str:
     return "; ".join(parts)
 
 
-def _located_lines(info: Mapping[str, Any]) -> list[str]:
+def _layer(i: int) -> str:
+    # -1 is the embedding output (harness.config.vectors.EMBEDDING), a classifier's
+    # candidate in ``locate:classes``.
+    return "embedding" if i == -1 else str(i)
+
+
+def located_lines(info: Mapping[str, Any]) -> list[str]:
     """Where each ``locate:`` reference landed (condition_info's ``located``), so that a
     reader of the Setup table sees the numbers the conditions steered at."""
     items = [
         f"- `{name}`: `{loc['reference']}` → layer{'s' if len(loc['layers']) > 1 else ''} "
-        f"{', '.join(map(str, loc['layers']))} (top by {loc['ranking']} of the "
+        f"{', '.join(map(_layer, loc['layers']))} (top by {loc['ranking']} of the "
         f"{loc['component']}; localisation `{loc['localisation']}`, table beside it as .md)"
         for name, ci in info.items()
         for loc in ci.get("located", [])
@@ -108,7 +114,7 @@ def section_setup(run: RunData) -> str:
         [f"`{c['name']}`", f"`{c['method']}`", cell(_params_summary(c["params"]), 300)]
         for c in spec["conditions"]
     ]
-    located = _located_lines(run.analysis.get("condition_info", {}))
+    located = located_lines(run.analysis.get("condition_info", {}))
     scorer_rows = []
     described = (run.manifest or {}).get("scorers", {})
     for s in spec["scorers"]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from harness.config.spec import GenerationSpec
-from harness.model.loading import LoadedModel
+from harness.model.loading import LoadedModel, class_names
 from harness.run.generation import Row
 from harness.steering.base import BatchInfo, SteeringMethod
 
@@ -33,13 +33,6 @@ class Classified:
     probs: dict[str, float]
     n_tokens: int
     truncated: bool
-
-
-def class_names(lm: LoadedModel) -> list[str]:
-    """The classifier's classes in output order (``LABEL_<i>`` where its config has none)."""
-    n = int(getattr(lm.model.config, "num_labels", 0) or len(lm.info.labels))
-    names = list(lm.info.labels)
-    return names if len(names) == n else [f"LABEL_{i}" for i in range(n)]
 
 
 def probabilities(lm: LoadedModel, logits: torch.Tensor) -> torch.Tensor:

@@ -37,8 +37,8 @@ from harness.core.registry import RegistryError, closest
 from harness.core.rundir import RunDir
 from harness.core.scoring import ModelWorkers, ScorerContext
 from harness.locate.layers import (
+    AnyRequest,
     Located,
-    LocateRequest,
     SpecLocator,
     located_refs,
     with_located,
@@ -128,7 +128,7 @@ class Plan:
     """Conditions whose search has not finished: they have no work items yet."""
     n_layers: int | None = None
     """The model's number of blocks (from its config), for depth ranges."""
-    pending_locates: list[LocateRequest] = field(default_factory=list)
+    pending_locates: list[AnyRequest] = field(default_factory=list)
     """Localisations ``locate:`` layers need that are not cached yet: the conditions
     using them have no work items until the runner has located them."""
     located: list[Located] = field(default_factory=list)
@@ -416,13 +416,7 @@ def _resolve_conditions(
     for index, cond in enumerate(spec.all_conditions):
         if locator is not None and located_refs(cond):
             where = _where(index)
-            if task == "classify":
-                problems.append(
-                    f"{where}: 'locate:' layers are found by a causal LM's trait metric; give "
-                    "a classifier's layers as numbers"
-                )
-                continue
-            resolve, waiting = locator.resolver(cond.name)
+            resolve, waiting = locator.resolver(cond.name, cond)
             cond, found = with_located(cond, resolve)
             if found:
                 problems += [f"{where}.{p}" for p in found if f"{where}.{p}" not in problems]
@@ -729,7 +723,9 @@ def build_plan(spec: Spec, source: str, run_dir: Path | None = None) -> Plan:
         mkey = model_key(spec.model)
         return search_key(spec, cond, method, baseline_key, scorers, selection, mkey)
 
-    locator = SpecLocator(spec.locate, spec._base_dir, run, model_key(spec.model))
+    locator = SpecLocator(
+        spec.locate, spec._base_dir, run, model_key(spec.model), task, dict(spec.vectors)
+    )
     locator.num_layers = info.num_layers if info else None
     conditions, pending = _resolve_conditions(spec, run, problems, info, key_of, locator, task)
     if locator.pending_requests():
