@@ -3,8 +3,8 @@
 Starts its own fake OpenAI-compatible judge on 127.0.0.1, in a separate process (as a real
 server would be: it must not share this process's GIL), that answers every request after a
 fixed latency (100 ms by default); then scores the same texts with the ``judge`` scorer
-(real ``openai`` SDK, cache off) at several ``max_concurrency`` settings, and finally
-scores them twice with the cache on. Prints ratios; writes
+(its lean HTTP client, :mod:`judges.llm.http`, cache off) at several ``max_concurrency``
+settings, and finally scores them twice with the cache on. Prints ratios; writes
 ``benchmarks/results/judge_concurrency.json``.
 
     python benchmarks/judge_concurrency.py [--calls 128] [--latency 0.1] [--repeats 3]
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     result = {
         "benchmark": "judge_concurrency",
-        "what": "judge scorer (openai SDK, cache off) against a local fake server (own "
+        "what": "judge scorer (lean HTTP client, cache off) against a local fake server (own "
         "process) with a fixed latency; speedup = sequential wall time / wall time with N "
         "calls in flight; efficiency = speedup / N; wall_over_ideal = wall time / "
         "(calls x latency / N)",
