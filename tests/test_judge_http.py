@@ -224,3 +224,15 @@ def test_a_proxy_in_the_environment_sends_calls_through_the_sdk(monkeypatch):
     assert not provider(AnthropicProvider, "https://judge.example.com").direct
     monkeypatch.setenv("NO_PROXY", "judge.example.com")
     assert proxy_for(url) is None and provider(OpenAIProvider, url).direct
+
+
+def test_the_environment_can_switch_the_lean_client_off(monkeypatch):
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    url = "https://judge.example.com/v1"
+    monkeypatch.setenv(providers.CLIENT_ENV, "SDK")
+    assert not provider(OpenAIProvider, url).direct
+    assert not provider(AnthropicProvider, "https://judge.example.com").direct
+    monkeypatch.setenv(providers.CLIENT_ENV, "lean")
+    assert provider(OpenAIProvider, url).direct

@@ -38,6 +38,17 @@ from judges.llm.cost import Tokens
 from judges.llm.http import JsonClient, proxy_for, short, status_error
 from judges.llm.retry import MALFORMED_RETRIES, JudgeCallError
 
+CLIENT_ENV = "STEER_HARNESS_JUDGE_CLIENT"
+"""Set to ``sdk`` to send online judge calls through the provider's SDK instead of the lean
+client (a way around a gateway the lean client does not speak to; slower per call)."""
+
+
+def use_lean_client(url: str) -> bool:
+    """Whether online calls to ``url`` go through :class:`JsonClient`: not behind a proxy
+    (the SDK speaks to proxies) and not switched off by ``$STEER_HARNESS_JUDGE_CLIENT``."""
+    return os.environ.get(CLIENT_ENV, "").strip().lower() != "sdk" and proxy_for(url) is None
+
+
 __all__ = ["short"]  # batch.py takes it from here
 
 
@@ -212,7 +223,7 @@ class SDKProvider:
         self._extra = dict(extra_body)
         self._direct: JsonClient | None = None
         self._client: Any = None
-        if proxy_for(self.base_url) is None:
+        if use_lean_client(self.base_url):
             self._direct = JsonClient(
                 self.base_url,
                 self._headers(api_key),
