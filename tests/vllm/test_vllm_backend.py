@@ -42,28 +42,9 @@ class AddAt(BaseMethod):
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    import transformers as tf
+    from tests.vllm.tiny_vllm import save_tiny_vllm
 
-    from tests.tiny import build_tokenizer
-
-    path: Path = tmp_path_factory.mktemp("tiny-vllm")
-    tok = build_tokenizer(True)
-    torch.manual_seed(0)
-    cfg = tf.LlamaConfig(
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        vocab_size=len(tok),
-        initializer_range=0.5,
-    )
-    model = tf.LlamaForCausalLM(cfg)
-    model.generation_config.eos_token_id = tok.eos_token_id
-    model.generation_config.pad_token_id = tok.pad_token_id
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
+    path = save_tiny_vllm(tmp_path_factory.mktemp("tiny-vllm"))
     common = {"id": str(path), "dtype": "float32", "device": "cpu"}
     hf = load_model(ModelSpec(**common))
     vl = load_model(ModelSpec(**common, backend="vllm", max_model_len=128))
