@@ -86,6 +86,9 @@ class FakeRay:
     def cluster_resources(self) -> dict[str, float]:
         return self.resources
 
+    def nodes(self) -> list[dict[str, object]]:
+        return [{"Alive": True}, {"Alive": False}]  # one live node, one lost
+
     def remote(self, **options: float):  # type: ignore[no-untyped-def]
         self.remote_options = options
         return lambda body: body
@@ -124,7 +127,10 @@ def test_vllm_actors_reserve_their_tensor_parallel_gpus(monkeypatch):
     # The user's num_gpus wins, on either backend.
     assert sized(monkeypatch, 8, {"num_gpus": 4}, vllm)[:2] == (4.0, 2)
     assert sized(monkeypatch, 8, {"num_gpus": 0.5}, {})[:2] == (0.5, 16)
-    # No GPUs: CPU actors (vLLM's CPU build), sized by CPUs.
-    assert sized(monkeypatch, 0, {"num_cpus": 4}, vllm)[:2] == (0.0, 4)
+    # No GPUs: CPU actors, sized by CPUs for HF; vLLM's CPU build binds every core of its
+    # node, so one vLLM actor per live node unless workers says otherwise.
+    assert sized(monkeypatch, 0, {"num_cpus": 4}, {})[:2] == (0.0, 4)
+    assert sized(monkeypatch, 0, {"num_cpus": 4}, vllm)[:2] == (0.0, 1)
+    assert sized(monkeypatch, 0, {"num_cpus": 4, "workers": 3}, vllm)[:2] == (0.0, 3)
     with pytest.raises(EngineError, match=r"model\.tensor_parallel_size: 4 GPU\(s\) per actor"):
         sized(monkeypatch, 2, {}, {"backend": "vllm", "tensor_parallel_size": 4})

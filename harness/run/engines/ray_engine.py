@@ -162,10 +162,17 @@ class ActorPool:
             )
         self.num_gpus = per_gpu
         fits = gpus / per_gpu if per_gpu > 0 else cpus / execution.num_cpus
+        cap = self.max_default_workers(per_gpu)
+        if cap is not None:
+            fits = min(fits, cap)
         self.workers = execution.workers or max(1, math.floor(fits + 1e-9))
         self.actor_cls = ray.remote(
             num_cpus=execution.num_cpus, num_gpus=per_gpu, max_restarts=0, max_task_retries=0
         )(self.body)
+
+    def max_default_workers(self, per_gpu: float) -> int | None:
+        """A cap on the actors started when ``workers`` is not set (None: as many as fit)."""
+        return None
 
     def gpus_per_actor(self, cluster_gpus: float) -> tuple[float, str]:
         """GPUs each actor asks Ray for, and the spec field that says so: ``num_gpus``
@@ -323,6 +330,14 @@ class RayEngine(ActorPool):
 
     def gpus_per_actor(self, cluster_gpus: float) -> tuple[float, str]:
         return generation_gpus(self.execution, self.model, cluster_gpus)
+
+    def max_default_workers(self, per_gpu: float) -> int | None:
+        """vLLM's CPU build binds its threads to every core of its node whatever the actor's
+        ``num_cpus``, so two vLLM CPU actors on one node would compete for the same cores:
+        by default one per live node (``workers`` overrides it)."""
+        if self.model.backend != "vllm" or per_gpu > 0:
+            return None
+        return max(1, sum(1 for node in self.ray.nodes() if node.get("Alive")))
 
     def spawn_args(self) -> tuple[Any, ...]:
         if self._conditions_ref is None:
