@@ -7,14 +7,19 @@ the local engine hands them out), (b) the vLLM backend's baseline and (c) the vL
 backend with one activation condition (a random unit direction at a third of the depth,
 hooks on vLLM's decoder layer). The vLLM backend takes a condition's rows in one engine
 call (:func:`harness.run.vllm_generation.generate_rows_vllm`, as the engines call it) and
-schedules its own batches. Tokenisation, decoding and the hooks are inside the timing.
+schedules its own batches. Then ``--conditions K`` conditions (the baseline and K-1
+activation conditions) over the same rows: (d) one engine call per condition and (e) all K
+in one call (:func:`~harness.run.vllm_generation.generate_conditions_vllm`, each request
+tagged with its condition, as ``conditions_per_batch = K`` runs them); their texts must be
+equal. Tokenisation, decoding and the hooks are inside the timing.
 After a warm-up each figure is the median over ``--rounds``: the HF path's rounds first
 (vLLM's idle engine processes poll for work and would slow it on a CPU machine), then the
-two vLLM runs interleaved. The last line is exactly
+vLLM runs interleaved. The last line is exactly
 
-    vllm_throughput: vllm/hf X.XX steered/hf Y.YY steered/unsteered Z.ZZ
+    vllm_throughput: vllm/hf X.XX steered/hf Y.YY steered/unsteered Z.ZZ shared/separate W.WW
 
-(new tokens/s ratios; goals on a GPU: steered/hf >= 5, steered/unsteered >= 1/1.3).
+(new tokens/s ratios; goals on a GPU: steered/hf >= 5, steered/unsteered >= 1/1.3;
+shared/separate: K conditions in one call against one call each).
 Writes ``benchmarks/results/vllm_throughput.json``.
 
     .venv-vllm/bin/python benchmarks/vllm_throughput.py                   # small, CPU
@@ -51,7 +56,7 @@ import harness.run.vllm_generation as vllm_generation
 from harness.config.spec import GenerationSpec, ModelSpec
 from harness.model.loading import LoadedModel, load_model
 from harness.run.generation import Row, generate_rows
-from harness.run.vllm_generation import generate_rows_vllm
+from harness.run.vllm_generation import generate_conditions_vllm, generate_rows_vllm
 from harness.steering import MethodContext, MethodParams, NoSteering
 
 
@@ -90,6 +95,7 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=2)
     ap.add_argument("--new-tokens", type=int, default=24)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--conditions", type=int, default=3, help="K for shared/separate")
     ap.add_argument("--gpu-memory-utilization", type=float, default=0.45)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/vllm_throughput.json"))
     args = ap.parse_args()
@@ -117,7 +123,9 @@ def main() -> None:
         batches = [rows[i : i + args.batch] for i in range(0, len(rows), args.batch)]
         base = NoSteering(MethodParams(), MethodContext("baseline"))
         # Prepared on the HF model, as the vLLM backend prepares conditions.
-        act = conditions(hf, 1, hf.info.num_layers // 3, folder)[0]
+        acts = conditions(hf, max(1, args.conditions - 1), hf.info.num_layers // 3, folder)
+        act = acts[0]
+        several = [base, *acts][: max(2, args.conditions)]
         gen = GenerationSpec(max_new_tokens=args.new_tokens, sampling=False)
 
         def hf_path() -> list[Any]:
@@ -127,12 +135,20 @@ def main() -> None:
             "hf": hf_path,
             "vllm": lambda: generate_rows_vllm(vl, base, rows, gen),
             "vllm_steered": lambda: generate_rows_vllm(vl, act, rows, gen),
+            "separate": lambda: [o for m in several for o in generate_rows_vllm(vl, m, rows, gen)],
+            "shared": lambda: [
+                o
+                for out in generate_conditions_vllm(vl, [(m, rows) for m in several], gen)
+                for o in out
+            ],
         }
+        tokens = {k: len(rows) * args.new_tokens for k in runs}
+        tokens["separate"] = tokens["shared"] = len(several) * len(rows) * args.new_tokens
         texts: dict[str, list[str]] = {}
         times: dict[str, list[float]] = {k: [] for k in runs}
         # The HF path first, before vLLM's engine starts: its idle processes poll for work
         # and would take CPU from the HF path; the two vLLM runs are interleaved.
-        for group in (["hf"], ["vllm", "vllm_steered"]):
+        for group in (["hf"], ["vllm", "vllm_steered", "separate", "shared"]):
             for name in group:  # warm-up (and vLLM's engine start)
                 out = runs[name]()
                 assert all(o.n_new_tokens == args.new_tokens for o in out), name
@@ -145,13 +161,14 @@ def main() -> None:
                     _sync()
                     times[name].append(time.perf_counter() - start)
         assert vl.engine.hooks_left() == 0
-        tokens = len(rows) * args.new_tokens
+        assert vl.engine.tagged_problem is None, vl.engine.tagged_problem
 
-    rate = {k: tokens / statistics.median(v) for k, v in times.items()}
+    rate = {k: tokens[k] / statistics.median(v) for k, v in times.items()}
     ratios = {
         "vllm/hf": rate["vllm"] / rate["hf"],
         "steered_vllm/hf": rate["vllm_steered"] / rate["hf"],
         "steered/unsteered": rate["vllm_steered"] / rate["vllm"],
+        "shared/separate": rate["shared"] / rate["separate"],
     }
     report = {
         "model": args.model or f"random {args.random_config}",
@@ -161,6 +178,7 @@ def main() -> None:
         "hf_batch": args.batch,
         "new_tokens": args.new_tokens,
         "rounds": args.rounds,
+        "conditions": len(several),
         "new_tokens_per_s": {k: round(v, 2) for k, v in rate.items()},
         "median_s": {k: round(statistics.median(v), 4) for k, v in times.items()},
         "ratios": {k: round(v, 4) for k, v in ratios.items()},
@@ -170,6 +188,7 @@ def main() -> None:
         "nonempty_texts": sum(bool(t) for t in texts["vllm"]),
         "greedy_texts_equal_hf_vllm": texts["hf"] == texts["vllm"],
         "steering_changed_texts": texts["vllm_steered"] != texts["vllm"],
+        "shared_texts_equal_separate": texts["shared"] == texts["separate"],
         "threads": torch.get_num_threads(),
         "machine": platform.platform(),
         "load_average": list(os.getloadavg()),
@@ -179,11 +198,13 @@ def main() -> None:
     for k, v in rate.items():
         print(f"{k:>14}: {v:8.1f} new tokens/s ({statistics.median(times[k]):.2f} s)")
     print(f"greedy texts equal (hf, vllm): {report['greedy_texts_equal_hf_vllm']}")
+    print(f"shared-call texts equal one call each: {report['shared_texts_equal_separate']}")
     print(f"results: {args.out}")
     print(
         f"vllm_throughput: vllm/hf {ratios['vllm/hf']:.2f} "
         f"steered/hf {ratios['steered_vllm/hf']:.2f} "
-        f"steered/unsteered {ratios['steered/unsteered']:.2f}"
+        f"steered/unsteered {ratios['steered/unsteered']:.2f} "
+        f"shared/separate {ratios['shared/separate']:.2f}"
     )
 
 

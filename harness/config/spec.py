@@ -145,7 +145,9 @@ class GenerationSpec(Strict):
         gt=0,
         description=(
             "Stack up to this many additive conditions (activation add, composite, baseline) "
-            "in one forward pass, each row with its own vector."
+            "in one forward pass, each row with its own vector; on the vLLM backend, up to "
+            "this many conditions that can share one (additive, baseline, prompt, logit bias) "
+            "in one engine call."
         ),
     )
     seeds: list[Seed] = Field(default_factory=lambda: [0, 1, 2], min_length=1)

@@ -140,6 +140,9 @@ class VllmEngine:
         self._lora_rank = 0
         """The engine's max LoRA rank; 0: started without LoRA support."""
         self._lora_ids: dict[str, int] = {}
+        self.tagged_problem: str | None = None
+        """Why several conditions cannot share an engine call here (None: they can, as far
+        as is known); set by the first failure and kept, so it is logged once."""
 
     @property
     def llm(self) -> Any:
@@ -201,6 +204,35 @@ class VllmEngine:
         if edits:
             self.llm.apply_model(functools.partial(vllm_hooks.install_hooks, edits))
 
+    def install_tagged(self, tables: dict[int, list[list[float]]]) -> str | None:
+        """Hook per-request additions (:func:`vllm_hooks.install_tagged`) on every worker;
+        None, or why they cannot be (then none is left installed, and the reason is kept:
+        :attr:`tagged_problem`, so later calls go one condition at a time at once)."""
+        if self.tagged_problem is not None:
+            return self.tagged_problem
+        try:
+            reasons = self.llm.collective_rpc(vllm_hooks.install_tagged, args=(tables,))
+        except Exception as exc:  # an RPC this vLLM does not take
+            reasons = [f"collective_rpc failed: {type(exc).__name__}: {exc}"]
+        problem = next((r for r in reasons if r), None)
+        if problem is not None:
+            self.remove()
+            self.tagged_problem = problem
+        return problem
+
+    def tagged_report(self) -> tuple[list[str], set[int]]:
+        """Every worker's problems and the tags whose tokens were steered, since install."""
+        problems: list[str] = []
+        seen: set[int] = set()
+        for worker_problems, worker_seen in self.llm.collective_rpc(vllm_hooks.tagged_report):
+            problems += [p for p in worker_problems if p not in problems]
+            seen.update(worker_seen)
+        return problems, seen
+
+    def reset_prefix_cache(self) -> None:
+        if self._llm is not None:
+            self._llm.reset_prefix_cache()
+
     def remove(self) -> None:
         if self._llm is not None:
             self._llm.apply_model(vllm_hooks.remove_hooks)
@@ -239,9 +271,24 @@ class VllmEngine:
         lora_id = self._lora_ids.setdefault(key, len(self._lora_ids) + 1)
         return LoRARequest(f"adapter-{lora_id}", lora_id, key)
 
-    def generate(self, prompts: list[list[int]], params: list[Any], lora: Any = None) -> list[Any]:
-        """One engine call; ``lora``: a :meth:`lora_request` applied to every request."""
+    def generate(
+        self,
+        prompts: list[list[int]],
+        params: list[Any],
+        lora: Any = None,
+        salts: list[str | None] | None = None,
+    ) -> list[Any]:
+        """One engine call; ``lora``: a :meth:`lora_request` applied to every request;
+        ``salts``: each request's prefix-cache salt (requests whose prompts are steered
+        differently must not share cached blocks, which hold the steered keys and values)."""
         from vllm.inputs import TokensPrompt
 
-        inputs = [TokensPrompt(prompt_token_ids=ids) for ids in prompts]
+        inputs = []
+        for k, ids in enumerate(prompts):
+            salt = salts[k] if salts is not None else None
+            inputs.append(
+                TokensPrompt(prompt_token_ids=ids)
+                if salt is None
+                else TokensPrompt(prompt_token_ids=ids, cache_salt=salt)
+            )
         return list(self.llm.generate(inputs, params, use_tqdm=False, lora_request=lora))

@@ -178,40 +178,140 @@ def test_check_refuses_what_vllm_cannot_run(what, tiny_model_dir, tmp_path, caps
     assert "model.backend = 'hf'" in err and "Traceback" not in err
 
 
-def test_a_run_generates_the_hf_backends_greedy_texts(models, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """``steer-harness run`` end to end on each backend: the engine's vLLM path (one call per
-    condition, outputs handed back batch by batch) gives the HF run's records' texts."""
+def test_a_run_generates_the_hf_backends_greedy_texts(models, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """``steer-harness run`` end to end on each backend: the engine's vLLM path (outputs
+    handed back batch by batch) gives the HF run's records' texts, one engine call per
+    condition, or with ``conditions_per_batch = 3`` one call for all three (activation,
+    prompt method, baseline) with the same texts and ids."""
     import json
 
     from harness import cli
+    from harness.model.vllm_backend import VllmEngine
     from tests.conftest import write_prompts
 
     hf, _ = models
+    calls: list[int] = []
+    generate = VllmEngine.generate
+
+    def counted(self, prompts, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(len(prompts))
+        return generate(self, prompts, *args, **kwargs)
+
+    monkeypatch.setattr(VllmEngine, "generate", counted)
     prompts = write_prompts(tmp_path / "p.jsonl", 4)
-    records = {}
-    for backend in ("hf", "vllm"):
+    records, engine_calls = {}, {}
+    for run, backend, per_batch in (("hf", "hf", 1), ("vllm", "vllm", 1), ("vllm3", "vllm", 3)):
         vllm_only = 'backend = "vllm"\nmax_model_len = 128\n' if backend == "vllm" else ""
-        spec = tmp_path / f"{backend}.toml"
+        spec = tmp_path / f"{run}.toml"
         spec.write_text(
-            f'name = "{backend}"\noutput_dir = "{tmp_path / backend}"\n'
+            f'name = "{run}"\noutput_dir = "{tmp_path / run}"\n'
             f'[model]\nid = "{hf.spec.id}"\ndevice = "cpu"\ndtype = "float32"\n{vllm_only}'
             f'[prompts]\nfile = "{prompts}"\n'
             "[generation]\nmax_new_tokens = 8\nsampling = false\nbatch_size = 3\nseeds = [0]\n"
+            f"conditions_per_batch = {per_batch}\n"
             '[[conditions]]\nname = "act"\nmethod = "activation"\n[conditions.params]\n'
             'layers = [0]\ncoefficient = 8.0\nvector = { pairs = "fear" }\n'
             '[[conditions]]\nname = "persona"\nmethod = "prompt"\n[conditions.params]\n'
             'instruction = "you are afraid ."\n'
             '[[scorers]]\ntype = "lexicon"\n'
         )
+        calls.clear()
         assert cli.main(["generate", str(spec)]) == 0
-        rows = [json.loads(line) for line in (tmp_path / backend / "generations.jsonl").open()]
-        records[backend] = {(r["condition"], r["prompt_id"], r["seed"]): r for r in rows}
-    hf_rows, vl_rows = records["hf"], records["vllm"]
+        engine_calls[run] = list(calls)
+        rows = [json.loads(line) for line in (tmp_path / run / "generations.jsonl").open()]
+        records[run] = {(r["condition"], r["prompt_id"], r["seed"]): r for r in rows}
+    hf_rows, vl_rows, vl3_rows = records["hf"], records["vllm"], records["vllm3"]
     assert len(vl_rows) == 12 and vl_rows.keys() == hf_rows.keys()  # 3 conditions x 4 prompts
     assert {k: r["text"] for k, r in vl_rows.items()} == {k: r["text"] for k, r in hf_rows.items()}
     assert not {r["id"] for r in vl_rows.values()} & {r["id"] for r in hf_rows.values()}
     texts_of = lambda c: [r["text"] for k, r in vl_rows.items() if k[0] == c]  # noqa: E731
     assert texts_of("act") != texts_of("baseline")
+    assert engine_calls["vllm"] == [4, 4, 4] and engine_calls["vllm3"] == [12]
+    assert {k: (r["id"], r["text"]) for k, r in vl3_rows.items()} == {
+        k: (r["id"], r["text"]) for k, r in vl_rows.items()
+    }
+
+
+def _counting_calls(vl, monkeypatch):  # type: ignore[no-untyped-def]
+    calls: list[int] = []
+    generate = vl.engine.generate
+
+    def counted(prompts, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(len(prompts))
+        return generate(prompts, *args, **kwargs)
+
+    monkeypatch.setattr(vl.engine, "generate", counted)
+    return calls
+
+
+def _three_conditions() -> list[BaseMethod]:
+    """The baseline and two different vectors at different layers (the embedding output
+    and layer 1), each row of a condition steered with its own condition's vector."""
+    gen = torch.Generator().manual_seed(3)
+    return [
+        NONE,
+        AddAt(-1, torch.randn(128, generator=gen) * 4),
+        AddAt(1, torch.randn(128, generator=gen) * 8),
+    ]
+
+
+@pytest.mark.parametrize("gen", [GREEDY, SAMPLED], ids=["greedy", "sampled"])
+def test_conditions_in_one_call_equal_one_call_each(models, gen, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from harness.run.vllm_generation import generate_conditions_vllm
+
+    hf, vl = models
+    methods = _three_conditions()
+    alone = [texts(generate_rows_vllm(vl, m, ROWS, gen)) for m in methods]
+    assert alone[0] != alone[1] and alone[0] != alone[2] and alone[1] != alone[2]
+    calls = _counting_calls(vl, monkeypatch)
+    shared = generate_conditions_vllm(vl, [(m, ROWS) for m in methods], gen)
+    assert calls == [3 * len(ROWS)]  # one engine call for all three conditions
+    assert vl.engine.tagged_problem is None
+    assert [texts(out) for out in shared] == alone
+    assert vl.engine.hooks_left() == 0
+    if not gen.sampling:
+        assert alone == [texts(generate_rows(hf, m, ROWS, GREEDY)) for m in methods]
+
+
+def test_conditions_share_a_call_with_interleaved_rows_and_the_prompt_method(
+    models, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """Rows of different lengths and conditions mixed in vLLM's flattened batch (prompts of
+    one condition reversed, one condition with a single row, a prompt-method condition):
+    each row's text is its condition's, as generated alone."""
+    from harness.run.vllm_generation import generate_conditions_vllm
+    from harness.steering.methods.prompt import PromptSteering
+
+    _, vl = models
+    prompt = PromptSteering(
+        PromptSteering.Params(instruction="you are afraid ."), MethodContext("persona")
+    )
+    methods = [*_three_conditions(), prompt]
+    parts = [(methods[0], ROWS), (methods[1], ROWS[::-1]), (methods[2], ROWS[1:2]), (prompt, ROWS)]
+    alone = [texts(generate_rows_vllm(vl, m, rows, SAMPLED)) for m, rows in parts]
+    calls = _counting_calls(vl, monkeypatch)
+    shared = generate_conditions_vllm(vl, parts, SAMPLED)
+    assert len(calls) == 1 and [texts(out) for out in shared] == alone
+
+
+def test_a_layout_the_hooks_cannot_read_falls_back_to_one_call_each(
+    models, monkeypatch, caplog
+) -> None:  # type: ignore[no-untyped-def]
+    from harness.run.vllm_generation import generate_conditions_vllm
+
+    _, vl = models
+    methods = _three_conditions()
+    alone = [texts(generate_rows_vllm(vl, m, ROWS, GREEDY)) for m in methods]
+    # What the worker answers where its runner lacks what the tagged hooks read.
+    monkeypatch.setattr(
+        vl.engine, "install_tagged", lambda tables: "the worker's model runner has no input_batch"
+    )
+    calls = _counting_calls(vl, monkeypatch)
+    with caplog.at_level("WARNING"):
+        shared = generate_conditions_vllm(vl, [(m, ROWS) for m in methods], GREEDY)
+    assert len(calls) == 3 and [texts(out) for out in shared] == alone
+    assert "has no input_batch" in caplog.text and "one condition per call" in caplog.text
+    vl.engine.tagged_problem = None  # the engine itself can share calls; later tests do
 
 
 def adapter(path: Path) -> AdapterSteering:

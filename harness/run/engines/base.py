@@ -135,6 +135,30 @@ def generation_units(
     return units
 
 
+def vllm_units(
+    conditions: list[ResolvedCondition], per_batch: int
+) -> list[list[ResolvedCondition]]:
+    """The vLLM backend's units: up to ``per_batch`` conditions that can share an engine
+    call (:func:`~harness.run.vllm_generation.shares_a_call`: additive ones, the baseline,
+    the prompt method, a logit bias) together, in plan order; every other one alone.
+    Positions need not match: the vLLM backend steers every position."""
+    from harness.run.vllm_generation import shares_a_call
+
+    if per_batch <= 1:
+        return [[c] for c in conditions]
+    units: list[list[ResolvedCondition]] = []
+    open_unit: list[ResolvedCondition] | None = None
+    for cond in conditions:
+        if not shares_a_call(cond.method):
+            units.append([cond])
+            continue
+        if open_unit is None or len(open_unit) >= per_batch:
+            open_unit = []
+            units.append(open_unit)
+        open_unit.append(cond)
+    return units
+
+
 def unit_method(members: list[tuple[ResolvedCondition, int]]) -> Any:
     """The method that steers one batch of a unit: a lone condition's own, or row-wise
     additions of the stacked ones (``members``: each condition and its row count)."""
@@ -190,7 +214,11 @@ class UnitRunner:
     def units(self, per_batch: int) -> Units:
         """Prepare every condition (stacking needs their additions) and group them."""
         meta = self.prepare(list(self.conditions))
-        groups = generation_units(list(self.conditions.values()), per_batch)
+        conditions = list(self.conditions.values())
+        if self.lm.engine is not None:
+            groups = vllm_units(conditions, per_batch)
+        else:
+            groups = generation_units(conditions, per_batch)
         return [[c.name for c in unit] for unit in groups], meta
 
     def run(self, task: UnitTask) -> Iterator[BatchResult]:
@@ -215,11 +243,12 @@ class UnitRunner:
         verify(self.lm.model, self._before, f"condition {names}")
 
     def _run_vllm(self, task: UnitTask) -> Iterator[BatchResult]:
-        """The vLLM backend: per condition, every row of the task's batches in one engine
-        call (vLLM schedules its own batches; per-request seeds make a row's text the same
-        in any of them), then the outputs handed back batch by batch as on the HF path.
-        Stacked conditions are split back into one call per condition."""
-        from harness.run.vllm_generation import generate_rows_vllm
+        """The vLLM backend: every row of the task's batches, of all the unit's conditions,
+        in one engine call (:func:`~harness.run.vllm_generation.generate_conditions_vllm`;
+        one call per condition where they cannot share one). vLLM schedules its own batches;
+        per-request seeds make a row's text the same in any of them. The outputs are handed
+        back batch by batch as on the HF path."""
+        from harness.run.vllm_generation import generate_conditions_vllm
 
         prepared = self.prepare(task.unit)
         rows: dict[str, list[Row]] = {}
@@ -227,10 +256,9 @@ class UnitRunner:
             size = len(batch.rows) // len(batch.members)
             for k, name in enumerate(batch.members):
                 rows.setdefault(name, []).extend(batch.rows[k * size : (k + 1) * size])
-        outputs = {
-            name: iter(generate_rows_vllm(self.lm, self.conditions[name].method, r, self.gen))
-            for name, r in rows.items()
-        }
+        parts = [(self.conditions[name].method, r) for name, r in rows.items()]
+        generated = generate_conditions_vllm(self.lm, parts, self.gen)
+        outputs = {name: iter(out) for name, out in zip(rows, generated, strict=True)}
         left = self.lm.engine.hooks_left()
         if left:
             names = ", ".join(f"'{n}'" for n in task.unit)
