@@ -81,14 +81,24 @@ def _mix64(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _fmix32(x: torch.Tensor) -> torch.Tensor:
-    """MurmurHash3's 32-bit finaliser on an int32 tensor (in place)."""
-    x ^= _srl(x, 16, 32)
-    x *= _FMIX32_A
-    x ^= _srl(x, 13, 32)
-    x *= _FMIX32_B
-    x ^= _srl(x, 16, 32)
+def _fmix32(x: torch.Tensor, tmp: torch.Tensor) -> torch.Tensor:
+    """MurmurHash3's 32-bit finaliser on an int32 tensor, in place; ``tmp`` (same shape and
+    dtype) holds the shifted copies, so no temporary is allocated."""
+    for shift, factor in ((16, _FMIX32_A), (13, _FMIX32_B), (16, 0)):
+        torch.bitwise_right_shift(x, shift, out=tmp)
+        tmp &= (1 << (32 - shift)) - 1  # the logical shift: sign bits masked
+        x ^= tmp
+        if factor:
+            x *= factor
     return x
+
+
+CPU_BLOCK = 1 << 18
+"""Elements (int32) per block of rows on the CPU: 1 MiB, so the hash's working set stays
+in cache and its buffers are reused. Over a whole (64, 128k) batch each temporary is 32 MiB,
+which the allocator maps fresh from the OS at every step: measured 5x slower on one thread,
+and as variable as the machine's page faults. On accelerators the whole batch is one
+block (one kernel per operation)."""
 
 
 def step_keys(seeds: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,16 +122,34 @@ def gumbel_noise(
 ) -> torch.Tensor:
     """Standard Gumbel noise, shape (B, vocab) float32, on ``seeds``' device: element
     (r, v) is a function of (seeds[r], step, v) only. ``index`` may pass a cached
-    ``arange(vocab, dtype=int32)`` on that device."""
+    ``arange(vocab, dtype=int32)`` on that device.
+
+    Computed in blocks of whole rows (:data:`CPU_BLOCK` on the CPU, the whole batch
+    elsewhere): every operation is elementwise, so the blocking changes no bit."""
     lo, hi = step_keys(seeds, step)
+    device = seeds.device
     if index is None:
-        index = torch.arange(vocab, dtype=torch.int32, device=seeds.device)
-    x = index * _GAMMA32 + lo[:, None]  # a new (B, V) int32 tensor; then all in place
-    _fmix32(x)
-    x ^= hi[:, None]
-    _fmix32(x)
-    w = _srl(x, 8, 32).to(torch.float32).add_(0.5).mul_(2.0**-24)
-    return w.log_().neg_().log_().neg_()
+        index = torch.arange(vocab, dtype=torch.int32, device=device)
+    weyl = index * _GAMMA32
+    n_rows = seeds.shape[0]
+    rows = max(1, CPU_BLOCK // max(vocab, 1)) if device.type == "cpu" else n_rows
+    rows = min(rows, n_rows)
+    out = torch.empty(n_rows, vocab, dtype=torch.float32, device=device)
+    x = torch.empty(rows, vocab, dtype=torch.int32, device=device)
+    tmp = torch.empty_like(x)
+    for r0 in range(0, n_rows, rows):
+        r1 = min(n_rows, r0 + rows)
+        xb, tb = x[: r1 - r0], tmp[: r1 - r0]
+        torch.add(weyl[None, :], lo[r0:r1, None], out=xb)
+        _fmix32(xb, tb)
+        xb ^= hi[r0:r1, None]
+        _fmix32(xb, tb)
+        torch.bitwise_right_shift(xb, 8, out=tb)
+        tb &= (1 << 24) - 1
+        w = out[r0:r1]
+        w.copy_(tb)  # the top 24 bits, exact in float32
+        w.add_(0.5).mul_(2.0**-24).log_().neg_().log_().neg_()
+    return out
 
 
 def truncate(logits: torch.Tensor, top_p: float, top_k: int) -> torch.Tensor:
