@@ -1,14 +1,10 @@
-"""What the Ray tests share: a 2-CPU local cluster on 127.0.0.1 and record comparison."""
+"""The Ray tests' local cluster: 2 CPUs on 127.0.0.1."""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
-
-from harness.core.store import JsonlStore
 
 
 @contextmanager
@@ -28,14 +24,3 @@ def local_cluster() -> Iterator[str]:
         yield ray.get_runtime_context().gcs_address
     finally:
         ray.shutdown()
-
-
-def records(path: Path) -> list[str]:
-    """The store's records as canonical JSON without their timestamps, asserting that no
-    id occurs twice."""
-    recs = list(JsonlStore(path).iter_dicts())
-    ids = [r["id"] for r in recs]
-    assert len(ids) == len(set(ids)), f"{path}: duplicated ids"
-    return sorted(
-        json.dumps({k: v for k, v in r.items() if k != "created"}, sort_keys=True) for r in recs
-    )

@@ -30,9 +30,9 @@ from typing import Any
 
 import pytest
 from fakes.judge_server import FakeJudgeServer, Reply, Request, chat_logprobs
+from stores import records
 
 from harness.core.manifest import INTERRUPTED
-from harness.core.store import JsonlStore
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("openai")
@@ -164,17 +164,6 @@ class Cli:
 
 def lines(path: Path) -> int:
     return path.read_bytes().count(b"\n") if path.exists() else 0
-
-
-def records(path: Path) -> list[str]:
-    """The store's records as canonical JSON without their timestamps, asserting that no
-    id occurs twice."""
-    recs = list(JsonlStore(path).iter_dicts())
-    ids = [r["id"] for r in recs]
-    assert len(ids) == len(set(ids)), f"{path}: duplicated ids"
-    return sorted(
-        json.dumps({k: v for k, v in r.items() if k != "created"}, sort_keys=True) for r in recs
-    )
 
 
 def comparisons(run_dir: Path) -> dict[tuple[str, str, str], dict[str, Any]]:

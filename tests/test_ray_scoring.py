@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 from conftest import spec_toml, write_prompts
-from ray_cluster import local_cluster, records
+from ray_cluster import local_cluster
+from stores import records
 
 from harness.core.errors import EngineError
 from harness.run import stages

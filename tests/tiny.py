@@ -32,16 +32,16 @@ def _vocab_words() -> list[str]:
     return sorted(words)
 
 
-def build_tokenizer(chat_template: bool = True):  # type: ignore[no-untyped-def]
+def _word_level(words: list[str], splitters: list, chat_template: bool):  # type: ignore[no-untyped-def,type-arg]
+    """A lower-casing word-level fast tokenizer over the specials and ``words``, split by
+    ``splitters`` (tokenizers pre-tokenizers), with the ChatML-like template if asked."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {tok: i for i, tok in enumerate(SPECIALS + _vocab_words())}
+    vocab = {tok: i for i, tok in enumerate(SPECIALS + words)}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()]
-    )
+    tok.pre_tokenizer = pre_tokenizers.Sequence(splitters)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         unk_token="<unk>",
@@ -53,6 +53,13 @@ def build_tokenizer(chat_template: bool = True):  # type: ignore[no-untyped-def]
     if chat_template:
         fast.chat_template = CHAT_TEMPLATE
     return fast
+
+
+def build_tokenizer(chat_template: bool = True):  # type: ignore[no-untyped-def]
+    from tokenizers import pre_tokenizers
+
+    splitters = [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()]
+    return _word_level(_vocab_words(), splitters, chat_template)
 
 
 def build_model(kind: str = "llama", vocab_size: int = 1000, layers: int = 2, seed: int = 0):  # type: ignore[no-untyped-def]
@@ -225,30 +232,15 @@ def save_tiny_sentence_model(path: Path) -> tuple[Path, Path]:
 
 def digit_tokenizer():  # type: ignore[no-untyped-def]
     """Word-level, with each digit its own token: '42' -> '4', '2' (like Llama 2)."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
+    from tokenizers import pre_tokenizers
 
     words = [*_vocab_words(), "score", ":", *list("0123456789")]
-    vocab = {tok: i for i, tok in enumerate(SPECIALS + sorted(set(words)))}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.WhitespaceSplit(),
-            pre_tokenizers.Digits(individual_digits=True),
-            pre_tokenizers.Punctuation(),
-        ]
-    )
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        unk_token="<unk>",
-        pad_token="<pad>",
-        bos_token="<s>",
-        eos_token="<|im_end|>",
-        additional_special_tokens=["<|im_start|>"],
-    )
-    fast.chat_template = CHAT_TEMPLATE
-    return fast
+    splitters = [
+        pre_tokenizers.WhitespaceSplit(),
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.Punctuation(),
+    ]
+    return _word_level(sorted(set(words)), splitters, chat_template=True)
 
 
 CLASSIFY_LABELS = ("joy", "neutral", "fear")

@@ -37,7 +37,7 @@ import torch
 from harness.config.vectors import EMBEDDING
 from harness.core.errors import LocateError
 from harness.core.ids import utc_now
-from harness.locate.locator import check_summary, mean_se, ranked_sites, set_ranks
+from harness.locate.locator import check_summary, mean_se, ranked_sites, set_ranks, site_row
 from harness.locate.probe import class_probe_accuracy
 from harness.locate.sites import Site
 from harness.model.loading import LoadedModel, class_names, model_key
@@ -201,18 +201,7 @@ def locate_classes(lm: LoadedModel, ct: ClassTexts, opts: ClassLocateOptions) ->
             hp[s.layer].numpy(), hn[s.layer].numpy(), opts.folds, opts.seed
         )
         per_site[s] = {
-            "component": "residual",
-            "layer": s.layer,
-            "probe_accuracy": finite_or_none(probe.accuracy),
-            "probe_folds": [finite_or_none(f) for f in probe.folds],
-            "attribution": a_mean,
-            "attribution_se": a_se,
-            "exact": None,
-            "exact_se": None,
-            "steer_delta": None,
-            "steer_delta_se": None,
-            "rank": None,
-            "reaches_metric": bool((grads[s.layer] != 0).any()),
+            **site_row(s, probe, a_mean, a_se, reaches=bool((grads[s.layer] != 0).any())),
             "vector_norm": finite_or_none(float(vectors[s.layer].norm())),
         }
     set_ranks(per_site, ("residual",))

@@ -55,6 +55,27 @@ class LocateOptions:
     base_dir: Path = field(default_factory=Path.cwd)
 
 
+def site_row(
+    site: Site, probe: Any, attribution: float | None, se: float | None, reaches: bool
+) -> dict[str, Any]:
+    """One site's row of a localisation, before the causal check and the ranking fill in
+    ``exact``, ``steer_delta`` and ``rank``: what the LM and the classifier locators share."""
+    return {
+        "component": site.component,
+        "layer": site.layer,
+        "probe_accuracy": finite_or_none(probe.accuracy),
+        "probe_folds": [finite_or_none(f) for f in probe.folds],
+        "attribution": attribution,
+        "attribution_se": se,
+        "exact": None,
+        "exact_se": None,
+        "steer_delta": None,
+        "steer_delta_se": None,
+        "rank": None,
+        "reaches_metric": reaches,
+    }
+
+
 def mean_se(x: torch.Tensor | np.ndarray) -> tuple[float | None, float | None]:
     """The mean and its standard error SD/sqrt(n) (ddof = 1; None with n < 2)."""
     a = np.asarray(x, dtype=np.float64).reshape(-1)
@@ -159,23 +180,10 @@ def locate(
         pos, neg, grad = got.cat("pos", s), got.cat("neg", s), got.cat("grad", s)
         a_mean, a_se = mean_se((grad * (pos - neg)).sum(-1))
         probe = probe_accuracy(pos.numpy(), neg.numpy(), opts.folds, opts.seed)
-        per_site[s] = {
-            "component": s.component,
-            "layer": s.layer,
-            "probe_accuracy": finite_or_none(probe.accuracy),
-            "probe_folds": [finite_or_none(f) for f in probe.folds],
-            "attribution": a_mean,
-            "attribution_se": a_se,
-            "exact": None,
-            "exact_se": None,
-            "steer_delta": None,
-            "steer_delta_se": None,
-            "rank": None,
-            # False when no patched position can reach a scored one (the last layer's
-            # sites, whose write at the text's tokens reaches only the text's own logits):
-            # M does not depend on the site at all, and the causal check skips it
-            "reaches_metric": bool((grad != 0).any()),
-        }
+        # reaches: False when no patched position can reach a scored one (the last
+        # layer's sites, whose write at the text's tokens reaches only the text's own
+        # logits): M does not depend on the site at all, and the causal check skips it
+        per_site[s] = site_row(s, probe, a_mean, a_se, reaches=bool((grad != 0).any()))
 
     def ranked(component: Component) -> list[Site]:
         return ranked_sites(per_site, component)

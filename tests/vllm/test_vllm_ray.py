@@ -32,7 +32,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import write_prompts
-from tests.ray_cluster import local_cluster, records
+from tests.ray_cluster import local_cluster
+from tests.stores import records
 from tests.vllm.tiny_vllm import save_tiny_vllm
 
 pytest.importorskip("ray")
