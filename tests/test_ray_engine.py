@@ -143,6 +143,43 @@ def test_actor_sigkilled_mid_run_has_its_task_retried_and_records_are_identical(
     assert_same_records(run_dir, reference)
 
 
+def test_an_actor_that_hangs_past_task_timeout_is_killed_and_its_task_retried(
+    cluster: str, reference: Path, tiny_model_dir: Path, tmp_path: Path, monkeypatch
+):
+    """A hung actor (SIGSTOPped: alive to Ray, doing nothing) would hang the driver for
+    ever; with task_timeout_s it is killed and its task goes to another actor."""
+    spy = EngineSpy(monkeypatch)
+    spec = write_spec(tmp_path, tiny_model_dir, RAY + "task_timeout_s = 15\n")
+    store = tmp_path / "run" / "generations.jsonl"
+    stopped: list[int] = []
+
+    def stop_a_busy_actor() -> None:
+        deadline = time.monotonic() + DEADLINE
+        while time.monotonic() < deadline and not stopped:
+            engine = spy.engines[0] if spy.engines else None
+            busy = [engine.pids[s] for s in list(engine.busy) if s in engine.pids] if engine else []
+            if busy and lines(store) >= 2:
+                os.kill(busy[0], signal.SIGSTOP)
+                stopped.append(busy[0])
+            time.sleep(0.01)
+
+    stopper = threading.Thread(target=stop_a_busy_actor, daemon=True)
+    stopper.start()
+    started = time.monotonic()
+    try:
+        run_dir = run(spec)
+    finally:
+        stopper.join(timeout=5)
+        for pid in stopped:  # if the engine did not kill it, let it go
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+    assert stopped, "no actor was stopped: the run ended first"
+    [engine] = spy.engines
+    assert engine.timed_out and engine.lost >= 1 and engine.retried
+    assert time.monotonic() - started < DEADLINE
+    assert_same_records(run_dir, reference)
+
+
 def test_task_whose_actors_keep_dying_stops_with_an_error_naming_its_unit(
     cluster: str, tiny_model_dir: Path, tmp_path: Path, monkeypatch
 ):

@@ -209,6 +209,14 @@ class ExecutionSpec(Strict):
     max_retries: int = Field(
         3, ge=0, description="ray: times a task is retried on another actor after its actor died."
     )
+    task_timeout_s: float | None = Field(
+        None,
+        gt=0,
+        description=(
+            "ray: seconds one task may run before its actor is presumed hung, killed and the "
+            "task retried on another (counted like a death); default: no limit."
+        ),
+    )
     batches_per_task: int = Field(
         4,
         gt=0,

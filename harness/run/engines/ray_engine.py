@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -127,6 +128,8 @@ class ActorPool:
         self._next_slot = 0
         self._ready: list[int] = []
         """Actors started and idle, for the next :meth:`run`."""
+        self.timed_out: set[int] = set()
+        """Actors killed for running past ``task_timeout_s``."""
 
     def start(self) -> None:
         """Join (or start) Ray and size the actors: ``num_gpus`` each (default one GPU, or
@@ -257,15 +260,23 @@ class ActorPool:
         idle: deque[int] = deque(s for s in self._ready if s in self.actors)
         self._ready = []
         inflight: dict[Any, tuple[int, int | None]] = {}  # ref -> (slot, task or None: ready)
+        started: dict[Any, float] = {}  # a task's ref -> when it was submitted
         for _ in range(n - len(idle)):
             slot = self._spawn()
             inflight[self.actors[slot].ready.remote()] = (slot, None)
         while queue or any(t is not None for _, t in inflight.values()):
             while queue and idle:
                 slot, task_index = idle.popleft(), queue.popleft()
-                inflight[submit(self.actors[slot], tasks[task_index])] = (slot, task_index)
+                ref = submit(self.actors[slot], tasks[task_index])
+                inflight[ref] = (slot, task_index)
+                started[ref] = time.monotonic()
                 self.busy.add(slot)
-            [ref], _ = ray.wait(list(inflight), num_returns=1)
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=self._wait_s(started))
+            if not ready:
+                self._kill_overdue(started, inflight, describe, tasks)
+                continue
+            ref = ready[0]
+            started.pop(ref, None)
             slot, index = inflight.pop(ref)
             try:
                 value = ray.get(ref)
@@ -274,10 +285,16 @@ class ActorPool:
                 if index is not None:
                     failures[index] += 1
                     if failures[index] > self.execution.max_retries:
+                        last = (
+                            f"killed after execution.task_timeout_s = "
+                            f"{self.execution.task_timeout_s:g} s"
+                            if slot in self.timed_out
+                            else _first_line(exc)
+                        )
                         raise EngineError(
                             f"{describe(tasks[index])}: its Ray actor died "
                             f"{failures[index]} time(s) (execution.max_retries = "
-                            f"{self.execution.max_retries}); last: {_first_line(exc)}"
+                            f"{self.execution.max_retries}); last: {last}"
                         ) from exc
                     log.warning("ray: %s goes to another actor", describe(tasks[index]))
                     queue.appendleft(index)
@@ -299,6 +316,44 @@ class ActorPool:
             yield index, value
         # Actors still starting are kept too: the next run waits for them.
         self._ready = list(idle) + [s for s, _ in inflight.values()]
+
+    def _wait_s(self, started: dict[Any, float]) -> float | None:
+        """How long the dispatch loop may wait for a result: until the oldest task's
+        ``task_timeout_s`` runs out (None: no limit set, wait for the next result)."""
+        limit = self.execution.task_timeout_s
+        if limit is None or not started:
+            return None
+        return max(0.0, min(started.values()) + limit - time.monotonic())
+
+    def _kill_overdue(
+        self,
+        started: dict[Any, float],
+        inflight: dict[Any, tuple[int, int | None]],
+        describe: Callable[[Any], str],
+        tasks: Sequence[Any],
+    ) -> None:
+        """Kill the actors whose task ran past ``task_timeout_s``: the task's result then
+        comes back as the actor's death, and the loop retries it like one."""
+        limit = self.execution.task_timeout_s
+        assert limit is not None
+        now = time.monotonic()
+        for ref, t0 in list(started.items()):
+            if now - t0 < limit:
+                continue
+            del started[ref]
+            slot, index = inflight[ref]
+            what = describe(tasks[index]) if index is not None else "a task"
+            log.warning(
+                "ray: %s ran %.0f s, past execution.task_timeout_s = %g: killing actor %d",
+                what,
+                now - t0,
+                limit,
+                slot,
+            )
+            actor = self.actors.get(slot)
+            if actor is not None:
+                self.timed_out.add(slot)
+                self.ray.kill(actor, no_restart=True)
 
     def close(self) -> None:
         if self.ray is None:
