@@ -113,27 +113,35 @@ def test_ray_records_equal_local_records(
     assert manifest["model"] == local["model"]  # reported by the actor that generated
 
 
+def signal_a_busy_actor(
+    spy: Any, store: Path, sig: signal.Signals
+) -> tuple[threading.Thread, list[int]]:
+    """A started thread that sends ``sig`` to one actor with a task in flight once the
+    first records are written (within DEADLINE), and the list its pid is put in."""
+    sent: list[int] = []
+
+    def send() -> None:
+        deadline = time.monotonic() + DEADLINE
+        while time.monotonic() < deadline and not sent:
+            engine = spy.engines[0] if spy.engines else None
+            busy = [engine.pids[s] for s in list(engine.busy) if s in engine.pids] if engine else []
+            if busy and lines(store) >= 2:
+                os.kill(busy[0], sig)
+                sent.append(busy[0])
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=send, daemon=True)
+    thread.start()
+    return thread, sent
+
+
 def test_actor_sigkilled_mid_run_has_its_task_retried_and_records_are_identical(
     cluster: str, reference: Path, tiny_model_dir: Path, tmp_path: Path, monkeypatch
 ):
     spy = EngineSpy(monkeypatch)
     spec = write_spec(tmp_path, tiny_model_dir, RAY)
     store = tmp_path / "run" / "generations.jsonl"
-    killed: list[int] = []
-
-    def kill_a_busy_actor() -> None:
-        """SIGKILL an actor with a task in flight once the first records are written."""
-        deadline = time.monotonic() + DEADLINE
-        while time.monotonic() < deadline and not killed:
-            engine = spy.engines[0] if spy.engines else None
-            busy = [engine.pids[s] for s in list(engine.busy) if s in engine.pids] if engine else []
-            if busy and lines(store) >= 2:
-                os.kill(busy[0], signal.SIGKILL)
-                killed.append(busy[0])
-            time.sleep(0.01)
-
-    killer = threading.Thread(target=kill_a_busy_actor, daemon=True)
-    killer.start()
+    killer, killed = signal_a_busy_actor(spy, store, signal.SIGKILL)
     run_dir = run(spec)
     killer.join(timeout=5)
     assert killed, "no actor was killed: the run ended first"
@@ -151,20 +159,7 @@ def test_an_actor_that_hangs_past_task_timeout_is_killed_and_its_task_retried(
     spy = EngineSpy(monkeypatch)
     spec = write_spec(tmp_path, tiny_model_dir, RAY + "task_timeout_s = 15\n")
     store = tmp_path / "run" / "generations.jsonl"
-    stopped: list[int] = []
-
-    def stop_a_busy_actor() -> None:
-        deadline = time.monotonic() + DEADLINE
-        while time.monotonic() < deadline and not stopped:
-            engine = spy.engines[0] if spy.engines else None
-            busy = [engine.pids[s] for s in list(engine.busy) if s in engine.pids] if engine else []
-            if busy and lines(store) >= 2:
-                os.kill(busy[0], signal.SIGSTOP)
-                stopped.append(busy[0])
-            time.sleep(0.01)
-
-    stopper = threading.Thread(target=stop_a_busy_actor, daemon=True)
-    stopper.start()
+    stopper, stopped = signal_a_busy_actor(spy, store, signal.SIGSTOP)
     started = time.monotonic()
     try:
         run_dir = run(spec)
