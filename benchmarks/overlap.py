@@ -52,7 +52,7 @@ from harness.core.store import JsonlStore  # noqa: E402
 from harness.run.runner import open_plan, run_stages  # noqa: E402
 
 
-def write_spec(folder: Path, model: Path, url: str, args: argparse.Namespace) -> Path:
+def write_spec(folder: Path, model: Path | str, url: str, args: argparse.Namespace) -> Path:
     extra = f'''
 [[scorers]]
 type = "judge"
@@ -98,6 +98,7 @@ def main() -> None:
     ap.add_argument("--latency", type=float, default=0.1)
     ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds (median kept)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (0: its default)")
+    ap.add_argument("--model", help="a model id or alias (default: a tiny random model)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/overlap.json")
     args = ap.parse_args()
     logging.disable(logging.WARNING)
@@ -110,7 +111,7 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
-            model = save_tiny(work / "model")
+            model: Path | str = args.model or save_tiny(work / "model")
             # warm-up: imports, model load code paths, the client's connection
             warm = write_spec(work / "warm", model, server.openai_url, args)
             timed(warm, ("generate", "score"))
@@ -156,6 +157,7 @@ def main() -> None:
         "ratio": round(ratio, 3),
         "goal": 1.1,
         "repeats": args.repeats,
+        "model": args.model or "tiny random llama",
         "torch_threads": torch.get_num_threads(),
         "rounds": rounds,
         "what": "seconds are medians over rounds; ratio is the median of the rounds' "
