@@ -91,17 +91,24 @@ def generate_rows(
     new = out[:, prompt_length:]
     outputs = []
     for i in range(len(rows)):
-        ids = new[i].tolist()
-        finish = "length"
-        for j, t in enumerate(ids):
-            if t in eos:
-                ids = ids[:j]
-                finish = "eos"
-                break
+        text, n_new, finish = finished_text(tok, new[i].tolist(), eos)
         n_prompt = int(enc["attention_mask"][i].sum())
-        text = tok.decode(ids, skip_special_tokens=True).strip()
-        outputs.append(Output(rendered[i], text, n_prompt, len(ids), finish))
+        outputs.append(Output(rendered[i], text, n_prompt, n_new, finish))
     return outputs
+
+
+def finished_text(tok: Any, ids: Sequence[int], eos: Sequence[int]) -> tuple[str, int, str]:
+    """A row's text from its new token ids: cut at the first end-of-sequence id (the
+    finish is then ``eos``, else ``length``), decoded without special tokens and stripped;
+    with the number of new tokens kept. The HF and vLLM backends both end texts here."""
+    kept = list(ids)
+    finish = "length"
+    for j, t in enumerate(kept):
+        if t in eos:
+            kept = kept[:j]
+            finish = "eos"
+            break
+    return tok.decode(kept, skip_special_tokens=True).strip(), len(kept), finish
 
 
 def check_fits(

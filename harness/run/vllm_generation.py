@@ -43,7 +43,7 @@ from harness.core.errors import EngineError
 from harness.model.chat import build_messages, render
 from harness.model.loading import LoadedModel
 from harness.model.vllm_hooks import CONDITION, Edit
-from harness.run.generation import Output, Row, check_fits, stream_seed
+from harness.run.generation import Output, Row, check_fits, finished_text, stream_seed
 from harness.steering.base import BaseMethod, backend_problem
 from harness.steering.batched import RowwiseAddition
 
@@ -176,15 +176,8 @@ def _outputs(lm: LoadedModel, req: _Requests, results: Sequence[Any]) -> list[Ou
     eos = lm.engine.eos_ids(lm.tokenizer)
     outputs = []
     for text_in, ids_in, res in zip(req.rendered, req.prompts, results, strict=True):
-        ids = list(res.outputs[0].token_ids)
-        finish = "length"
-        for j, t in enumerate(ids):
-            if t in eos:
-                ids = ids[:j]
-                finish = "eos"
-                break
-        text = lm.tokenizer.decode(ids, skip_special_tokens=True).strip()
-        outputs.append(Output(text_in, text, len(ids_in), len(ids), finish))
+        text, n_new, finish = finished_text(lm.tokenizer, res.outputs[0].token_ids, eos)
+        outputs.append(Output(text_in, text, len(ids_in), n_new, finish))
     return outputs
 
 
