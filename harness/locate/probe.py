@@ -30,14 +30,21 @@ from harness.core.errors import LocateError
 INSTALL = "pip install 'steer-harness[locate]'"
 
 
-def require_sklearn() -> None:
-    """Fail with the install line before any model is loaded."""
+def sklearn_problem(what: str = "steer-harness locate") -> str | None:
+    """Why ``what`` cannot fit its probes (scikit-learn missing, with the install line),
+    or None."""
     try:
         import sklearn  # noqa: F401
     except ImportError:
-        raise LocateError(
-            f"steer-harness locate needs scikit-learn for its probes: {INSTALL}"
-        ) from None
+        return f"{what} needs scikit-learn for its probes: {INSTALL}"
+    return None
+
+
+def require_sklearn() -> None:
+    """Fail with the install line before any model is loaded."""
+    problem = sklearn_problem()
+    if problem is not None:
+        raise LocateError(problem)
 
 
 def probe_pipeline() -> Any:

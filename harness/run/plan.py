@@ -43,6 +43,7 @@ from harness.locate.layers import (
     located_refs,
     with_located,
 )
+from harness.locate.probe import sklearn_problem
 from harness.model.loading import (
     ModelInfo,
     Task,
@@ -729,13 +730,9 @@ def build_plan(spec: Spec, source: str, run_dir: Path | None = None) -> Plan:
     locator.num_layers = info.num_layers if info else None
     conditions, pending = _resolve_conditions(spec, run, problems, info, key_of, locator, task)
     if locator.pending_requests():
-        try:
-            import sklearn  # noqa: F401
-        except ImportError:
-            problems.append(
-                "locate: 'locate:' layers need scikit-learn for the probes: "
-                "pip install 'steer-harness[locate]'"
-            )
+        problem = sklearn_problem("locating the spec's 'locate:' layers")
+        if problem is not None:
+            problems.append(f"locate: {problem}")
     if task == "classify":
         problems += _check_classify_methods(conditions)
     problems += later
