@@ -126,7 +126,7 @@ def locate_request(
     return LocateRequest(pairs, path, n, metric, settings, key, run.located(key))
 
 
-def read_located(request: LocateRequest | ClassesRequest) -> dict[str, Any] | None:
+def read_located(request: AnyRequest) -> dict[str, Any] | None:
     """The cached localisation, if it is whole and made for this key; else None (a damaged
     one is warned about and located again)."""
     path = request.path
@@ -169,7 +169,7 @@ def top_layers(doc: dict[str, Any], component: str, ranking: str, k: int) -> lis
     return sorted(s["layer"] for s in sorted(sites, key=key)[:k])
 
 
-def run_locate(lm: LoadedModel, request: LocateRequest | ClassesRequest) -> dict[str, Any]:
+def run_locate(lm: LoadedModel, request: AnyRequest) -> dict[str, Any]:
     """Locate and cache: the document, table and figure under the request's path."""
     from harness.locate.locator import LocateOptions, locate
     from harness.locate.probe import require_sklearn
@@ -381,7 +381,7 @@ class Located:
 
     condition: str
     text: str
-    request: LocateRequest | ClassesRequest
+    request: AnyRequest
     layers: list[int] | None
     """None until the localisation exists."""
 
@@ -409,11 +409,11 @@ class SpecLocator:
         """``classify``: references are ``locate:classes`` (:func:`classes_request`)."""
         self.library = library or {}
         self.num_layers: int | None = None
-        self.requests: dict[str, LocateRequest | ClassesRequest] = {}
+        self.requests: dict[str, AnyRequest] = {}
         self.docs: dict[str, dict[str, Any] | None] = {}
         self.found: list[Located] = []
 
-    def request(self, pairs: str) -> LocateRequest | ClassesRequest:
+    def request(self, pairs: str) -> AnyRequest:
         if pairs not in self.requests:
             req = locate_request(pairs, self.settings, self.base_dir, self.run, self.mkey)
             self.requests[pairs] = req
@@ -477,9 +477,9 @@ class SpecLocator:
             if f.condition == condition and f.layers is not None
         ]
 
-    def pending_requests(self) -> list[LocateRequest | ClassesRequest]:
+    def pending_requests(self) -> list[AnyRequest]:
         """The distinct localisations still to run, in the order the spec needs them."""
-        seen: dict[str, LocateRequest | ClassesRequest] = {}
+        seen: dict[str, AnyRequest] = {}
         for f in self.found:
             if f.layers is None:
                 seen.setdefault(f.request.key, f.request)
