@@ -1,27 +1,31 @@
 """Scoring overlapped with generation: a run's wall time against its two halves alone.
 
 A tiny random model (tests/tiny.py, reloaded through the real loading code) generates
-the texts; the ``judge`` scorer (real ``openai`` SDK, cache off) scores them against the
-fake judge server in its own process, answering after a fixed latency (100 ms). Three
-runs, each in a fresh run directory: generation alone (``generate``), judging alone
-(``score`` on a copy of those texts), and the whole run (``generate score``), where the
-judge scores texts as they are stored. Goal: whole <= 1.1 x max(generation, judging).
-The three are repeated in rounds (``--repeats``, interleaved, since the load of a shared
-machine changes under us); the result is the median over rounds of each round's ratio.
-Prints the ratio and writes ``benchmarks/results/overlap.json``.
+the texts; the ``judge`` scorer (cache off) scores them against the fake judge server in
+its own process, answering after a fixed latency (100 ms). Three runs, each in a fresh
+run directory: generation alone (``generate``), judging alone (``score`` on a copy of
+those texts), and the whole run (``generate score``), where the judge scores texts as
+they are stored. Goal: whole <= 1.1 x max(generation, judging). The three are repeated
+in rounds (``--repeats``, interleaved, since the load of a shared machine changes under
+us); the result is the median over rounds of each round's ratio. Prints the ratio and
+writes ``benchmarks/results/overlap.json``.
 
-    python benchmarks/overlap.py [--prompts 8] [--new-tokens 192] [--concurrency 4]
-                                 [--repeats 3] [--threads 1]
+    python benchmarks/overlap.py [--prompts 32] [--new-tokens 192] [--concurrency 4]
+                                 [--repeats 5] [--threads 1] [--consumer process|thread]
+
+The sizes make the two halves comparable (about 9-10 s each on one thread), the case
+where overlapping matters most, and long enough that what a whole run adds once (the
+consumer process's start, about 0.3 s after the first text; the last batch's judging,
+0.2 s) is a few per cent, as in a real run, not a tenth. ``--consumer thread`` runs the
+scorers in a thread of the run's process (``STEER_HARNESS_OVERLAP=thread``) for
+comparison: the tiny model's generation is Python-bound and shares the interpreter lock
+with that thread.
 
 Generation runs on one torch thread by default (``--threads 0``: torch's default, one per
 core). On the shared 2-core machine a two-thread team is at the mercy of the other
-sessions: the same generation took 0.41 s and, minutes later with another process on one
-core, 27.8 s (its threads spin at every operation's barrier while one of them waits for a
-core), and 9.7 s alone against 29 s with the consumer thread beside it. That measures the
-machine's oversubscription, not the overlap; one thread does not depend on it. The sizes
-are chosen so that the two halves take comparable time on one thread (about 2.7 s each),
-the case where overlapping matters most: with ``--new-tokens 96`` judging is the longer
-half and the ratio is lower. The ratio, not the seconds, is the result.
+sessions (the same generation took 0.41 s and, minutes later with another process on one
+core, 27.8 s); one thread does not depend on it. Even so, generation alone varies by up
+to 40% from one minute to the next there, so read the rounds, not one of them.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from judge_concurrency import RemoteServer  # noqa: E402
 from tiny import save_tiny  # noqa: E402
 
 from harness.core.store import JsonlStore  # noqa: E402
+from harness.run.overlap import MODE_ENV  # noqa: E402
 from harness.run.runner import open_plan, run_stages  # noqa: E402
 
 
@@ -92,17 +97,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--prompts", type=int, default=8)
+    ap.add_argument("--prompts", type=int, default=32)
     ap.add_argument("--new-tokens", type=int, default=192)
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--latency", type=float, default=0.1)
-    ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds (median kept)")
+    ap.add_argument("--repeats", type=int, default=5, help="interleaved rounds (median kept)")
+    ap.add_argument(
+        "--consumer", choices=["process", "thread"], default="process", help="where scorers run"
+    )
     ap.add_argument("--threads", type=int, default=1, help="torch threads (0: its default)")
     ap.add_argument("--model", help="a model id or alias (default: a tiny random model)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/overlap.json")
     args = ap.parse_args()
     logging.disable(logging.WARNING)
     os.environ["STEER_BENCH_JUDGE_KEY"] = "sk-bench"
+    os.environ[MODE_ENV] = args.consumer
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
@@ -150,6 +159,8 @@ def main() -> None:
         "score_records": n_scores,
         "judge_latency_s": args.latency,
         "judge_concurrency": args.concurrency,
+        "consumer": args.consumer,
+        "new_tokens": args.new_tokens,
         "generation_s": round(t_gen, 3),
         "judging_s": round(t_judge, 3),
         "whole_run_s": round(t_whole, 3),

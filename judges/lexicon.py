@@ -37,7 +37,7 @@ import math
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +101,9 @@ class Lexicon:
 
     name: str
     categories: dict[str, dict[tuple[str, ...], float]]
+    _starts: dict[str, tuple[dict[tuple[str, ...], float], dict[str, int]]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     @classmethod
     def from_rows(
@@ -117,13 +120,23 @@ class Lexicon:
         return cls(name, cats)
 
     def count(self, words: Sequence[str], category: str) -> float:
-        """Weighted matches of one category: longest first, left to right, no overlap."""
+        """Weighted matches of one category: longest first, left to right, no overlap.
+
+        Only a word that begins some term is tried, and only up to the longest term it
+        begins (the same matches as trying every length at every word, at one dictionary
+        lookup for most words: the overlapped scorer shares the interpreter with a
+        generator)."""
         terms = self.categories[category]
-        max_len = max((len(t) for t in terms), default=1)
+        starts = self._term_starts(category, terms)
         total = 0.0
         i = 0
-        while i < len(words):
-            for n in range(min(max_len, len(words) - i), 0, -1):
+        end = len(words)
+        while i < end:
+            longest = starts.get(words[i])
+            if longest is None:
+                i += 1
+                continue
+            for n in range(min(longest, end - i), 0, -1):
                 w = terms.get(tuple(words[i : i + n]))
                 if w is not None:
                     total += w
@@ -132,6 +145,18 @@ class Lexicon:
             else:
                 i += 1
         return total
+
+    def _term_starts(self, category: str, terms: dict[tuple[str, ...], float]) -> dict[str, int]:
+        """First word -> the longest term of ``category`` that begins with it (cached for
+        this category's term table)."""
+        cached = self._starts.get(category)
+        if cached is None or cached[0] is not terms:
+            starts: dict[str, int] = {}
+            for term in terms:
+                starts[term[0]] = max(len(term), starts.get(term[0], 0))
+            cached = (terms, starts)
+            self._starts[category] = cached
+        return cached[1]
 
 
 class LexiconError(ValueError):

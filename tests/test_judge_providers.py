@@ -281,6 +281,38 @@ def test_calls_in_flight_are_bounded(server, tmp_path):
     sc.close()
 
 
+def test_the_limit_holds_across_batches_in_flight_at_once(server, tmp_path):
+    """The overlapped consumer gives the judge its next batch before the last is answered:
+    max_concurrency bounds the calls of all of them together, and keeps them full."""
+    server.set_app(lambda req: Reply(body=chat_logprobs({"50": 1.0}), delay=0.05))
+    sc = make(tmp_path, base_url=server.openai_url, traits=["fear"], max_concurrency=4)
+    assert sc.concurrent_batches is True
+    batches = [items(3, text=f"batch {b} text.") for b in range(4)]
+
+    async def all_at_once() -> list[Any]:
+        return await asyncio.gather(*(sc.ascore(b) for b in batches))
+
+    results = asyncio.run(all_at_once())
+    assert len(server.requests) == 4 * 3 * 2  # 4 batches x 3 texts x (fear, coherence)
+    assert server.max_in_flight == 4
+    assert [[r["fear"].value for r in rows] for rows in results] == [[50.0] * 3] * 4
+    # the same call for two batches in flight at once is asked once
+    server.reset()
+    twice = [items(2, text="the very same text.") for _ in range(2)]
+
+    async def same_twice() -> list[Any]:
+        return await asyncio.gather(*(sc.ascore(b) for b in twice))
+
+    both = asyncio.run(same_twice())
+    assert len(server.requests) == 4  # the batch's 2 texts x (fear, coherence), not 8
+    assert [r["fear"].value for rows in both for r in rows] == [50.0] * 4
+    # and on the next loop (each plain batch runs on a new one) the limit is its own
+    server.reset()
+    assert [r["fear"].value for r in score(sc, items(6, text="later."))] == [50.0] * 6
+    assert server.max_in_flight == 4
+    sc.close()
+
+
 def test_identical_calls_are_asked_once_and_reruns_hit_the_cache(server, tmp_path):
     sc = make(tmp_path, base_url=server.openai_url, traits=["fear"])
     same = [ScoringItem("same text", "same q", f"g{i}", "c") for i in range(3)]

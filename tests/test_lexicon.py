@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from harness.core.scoring import SCORERS, ScorerContext, ScoringItem
 from judges.lexicon import (
@@ -62,6 +64,41 @@ def test_phrases_longest_match_without_overlap(tmp_path: Path):
         s, "I think I am not sure"
     )  # 6 words; "i think" + "not sure" (not "think", "sure")
     assert row["hedging"].value == pytest.approx(100 * 2 / 6)
+
+
+def plain_count(terms: dict[tuple[str, ...], float], words: list[str]) -> float:
+    """The matching rule read literally: at each word try every length, longest first."""
+    longest = max((len(t) for t in terms), default=1)
+    total, i = 0.0, 0
+    while i < len(words):
+        for n in range(min(longest, len(words) - i), 0, -1):
+            if (w := terms.get(tuple(words[i : i + n]))) is not None:
+                total += w
+                i += n
+                break
+        else:
+            i += 1
+    return total
+
+
+VOCAB = st.sampled_from(["a", "b", "c", "d"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    terms=st.dictionaries(
+        st.lists(VOCAB, min_size=1, max_size=4).map(tuple),
+        st.sampled_from([0.5, 1.0, 2.0]),
+        max_size=8,
+    ),
+    words=st.lists(VOCAB, max_size=30),
+)
+def test_count_equals_the_plain_longest_match_rule(terms, words):
+    lex = Lexicon("t", {"x": terms})
+    assert lex.count(words, "x") == plain_count(terms, words)
+    # a new term table for the same category is seen (the start index is per table)
+    lex.categories = {"x": {**terms, ("a", "b"): 3.0}}
+    assert lex.count(words, "x") == plain_count(lex.categories["x"], words)
 
 
 def test_empty_text_is_null_with_reason_not_zero(tmp_path: Path):

@@ -18,7 +18,8 @@ from harness.report.markdown import write_report
 from harness.run import runner
 from harness.run.plan import build_plan
 from harness.run.runner import open_plan, run_stages
-from harness.run.stages import GENERATION_FIELDS, load_generations
+from harness.run.score_records import GENERATION_FIELDS
+from harness.run.stages import load_generations
 from harness.steering.base import MethodContext
 from harness.steering.methods.activation import ActivationParams, ActivationSteering
 

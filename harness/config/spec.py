@@ -36,6 +36,11 @@ from harness.core.errors import SpecError
 from harness.core.params import Seed, Strict
 from harness.core.registry import closest
 
+DType = Literal["auto", "float32", "float16", "bfloat16"]
+"""A model's dtype in a spec (the generator's and an hf judge's)."""
+ChatTemplate = Literal["auto", "on", "off"]
+"""Whether prompts go through the tokenizer's chat template (auto: when it has one)."""
+
 
 class ModelSpec(Strict):
     id: str = Field(
@@ -56,8 +61,8 @@ class ModelSpec(Strict):
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
     gguf_file: str | None = Field(None, description="GGUF file inside the model folder or repo.")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps.")
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
-    chat_template: Literal["auto", "on", "off"] = Field(
+    dtype: DType = "auto"
+    chat_template: ChatTemplate = Field(
         "auto", description="auto: use the tokenizer's chat template when it has one."
     )
     system_prompt: str | None = Field(

@@ -8,9 +8,23 @@ Anything else escaping a command is a bug in the harness or a plug-in.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class UserError(Exception):
     """An error the user can fix from its message alone."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt without calling __init__, whose arguments subclasses choose: the error
+        # crosses processes as it is (the overlapped scoring process, Ray actors).
+        return (_rebuilt, (type(self), self.args, dict(self.__dict__)))
+
+
+def _rebuilt(cls: type[UserError], args: tuple[Any, ...], state: dict[str, Any]) -> UserError:
+    exc = cls.__new__(cls)
+    Exception.__init__(exc, *args)
+    exc.__dict__.update(state)
+    return exc
 
 
 class SpecError(UserError, ValueError):

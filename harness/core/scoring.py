@@ -134,7 +134,9 @@ class Scorer(Protocol):
     """A batch of texts in; per text, a mapping metric -> ScoreResult out.
 
     Implement ``score`` (synchronous, local scorers) or ``ascore`` (async, remote judges);
-    the runner picks whichever exists, batches by ``batch_size`` and shows progress.
+    the runner picks whichever exists, batches by ``batch_size`` and shows progress. An
+    ``ascore`` scorer that may score several batches at once on one event loop says so with
+    ``concurrent_batches = True`` (see :func:`concurrent_batches`).
     """
 
     Params: ClassVar[type[ScorerParams]]
@@ -177,17 +179,42 @@ def check_results(
     return out
 
 
+def is_async_scorer(scorer: Any) -> bool:
+    """Whether a scorer (class or instance) scores with a coroutine ``ascore``."""
+    ascore = getattr(scorer, "ascore", None)
+    return ascore is not None and inspect.iscoroutinefunction(ascore)
+
+
 def score_batch(
     scorer: Any, name: str, metrics: Sequence[str], items: Sequence[ScoringItem]
 ) -> list[dict[str, ScoreResult]]:
     """Score one batch with whichever of ``ascore`` (async) or ``score`` the scorer has, and
     check the shape of what it returned. The one dispatch used by runs and validation."""
-    ascore = getattr(scorer, "ascore", None)
-    if ascore is not None and inspect.iscoroutinefunction(ascore):
-        raw = asyncio.run(ascore(list(items)))
+    if is_async_scorer(scorer):
+        raw = asyncio.run(scorer.ascore(list(items)))
     else:
         raw = scorer.score(list(items))
     return check_results(name, metrics, items, raw)
+
+
+async def ascore_batch(
+    scorer: Any, name: str, metrics: Sequence[str], items: Sequence[ScoringItem]
+) -> list[dict[str, ScoreResult]]:
+    """:func:`score_batch` on a running event loop (an ``ascore`` scorer is awaited there,
+    so several batches can be in flight at once)."""
+    if is_async_scorer(scorer):
+        raw = await scorer.ascore(list(items))
+    else:
+        raw = scorer.score(list(items))
+    return check_results(name, metrics, items, raw)
+
+
+def concurrent_batches(scorer: Any) -> bool:
+    """Whether an ``ascore`` scorer may be given its next batch before the last one is
+    answered (it says so with ``concurrent_batches = True``; the LLM judge does, its limit
+    on calls in flight holding across batches). One that says nothing gets one batch at a
+    time."""
+    return bool(getattr(scorer, "concurrent_batches", False))
 
 
 def uses_device(scorer_cls: Any, params: Any) -> bool:
@@ -223,9 +250,7 @@ def runs_elsewhere(scorer_cls: Any, params: Any) -> bool:
     """Whether another engine than the local one may run this scorer's batches in its
     workers: a synchronous ``score`` that needs a device (fluency, classifier, embedding).
     An ``ascore`` scorer (a judge) stays with the run's writer, whose cache it fills."""
-    ascore = getattr(scorer_cls, "ascore", None)
-    is_async = ascore is not None and inspect.iscoroutinefunction(ascore)
-    return not is_async and uses_device(scorer_cls, params)
+    return not is_async_scorer(scorer_cls) and uses_device(scorer_cls, params)
 
 
 def close_scorer(scorer: Any) -> None:

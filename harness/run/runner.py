@@ -378,7 +378,7 @@ def _run_locked(
         both = "generate" in stages and "score" in stages
         if overlap_ok and both and (alongside := overlappable(plan)):
             log.info("scoring with %s alongside generation", ", ".join(s.name for s in alongside))
-            overlap = OverlappedScoring(plan, alongside).start()
+            overlap = OverlappedScoring(plan, alongside, manifest).start()
         if "generate" in stages:
             log.info("stage generate")
             try:

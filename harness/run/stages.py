@@ -18,20 +18,17 @@ from tqdm.auto import tqdm
 
 from harness.config.scorers import ResolvedScorer
 from harness.core.errors import StoreError
-from harness.core.ids import content_id
 from harness.core.manifest import Manifest
-from harness.core.records import ClassificationRecord, GenerationRecord, ScoreRecord
+from harness.core.records import ClassificationRecord, GenerationRecord
 from harness.core.scoring import (
     ScoreResult,
     ScorerFacts,
-    ScoringItem,
     check_results,
     close_scorer,
     is_final,
     runs_elsewhere,
     score_batch,
 )
-from harness.core.secrets import scrub
 from harness.core.store import STORED_GENERATION_CHECKS, STORED_SCORE_CHECKS, JsonlStore
 from harness.model.loading import LoadedModel, load_model
 from harness.run.classification import Classified
@@ -40,6 +37,12 @@ from harness.run.engines.base import BatchResult, BatchTask, ScoringUnit, UnitTa
 from harness.run.engines.base import generation_units as generation_units
 from harness.run.generation import Output, Row
 from harness.run.plan import Plan, ResolvedCondition, WorkItem, scorer_context
+from harness.run.score_records import (
+    GENERATION_FIELDS,
+    result_records,
+    scored_metrics,
+    scoring_items,
+)
 from harness.run.throughput import ThroughputLog, calls_made, unit_throughput
 
 if TYPE_CHECKING:
@@ -244,9 +247,6 @@ def _records(
 
 # --- reading the stores (streamed: only ids, or the fields a stage needs, are kept) ---
 
-GENERATION_FIELDS = ("id", "condition", "prompt_id", "seed", "prompt", "text")
-"""What the score stage needs of a generation record (the rest stays on disk)."""
-
 
 def load_generations(plan: Plan, ids: set[str]) -> list[dict[str, Any]]:
     """The :data:`GENERATION_FIELDS` of these generations, in plan order (the last record
@@ -271,82 +271,11 @@ def current_generations(plan: Plan) -> list[dict[str, Any]]:
     return load_generations(plan, {it.id for it in plan.items})
 
 
-def scored_metrics(store: JsonlStore) -> dict[str, dict[str, frozenset[str]]]:
-    """scorer key -> generation id -> the metrics it has a final record of, streamed.
-
-    Nulls from transient failures are not final: they are scored again, and the new
-    record (same id) supersedes the old one when scores are read."""
-    done: dict[str, dict[str, set[str]]] = {}
-    names: dict[str, str] = {}
-    for rec in store.iter_dicts():
-        if not is_final(rec):
-            continue
-        metric = names.setdefault(rec["metric"], rec["metric"])  # one string per metric
-        done.setdefault(rec["scorer_key"], {}).setdefault(rec["generation_id"], set()).add(metric)
-    shared: dict[frozenset[str], frozenset[str]] = {}
-    return {
-        key: {gid: shared.setdefault(frozenset(m), frozenset(m)) for gid, m in by_gen.items()}
-        for key, by_gen in done.items()
-    }
-
-
 def describe_scorer(sc: ResolvedScorer, facts: ScorerFacts) -> dict[str, Any]:
     """What the manifest records of a scorer: type, key, metrics and its own description."""
     return {"type": sc.type_name, "key": sc.key, "metrics": list(facts.metrics)} | dict(
         facts.description
     )
-
-
-def scoring_items(batch: list[dict[str, Any]]) -> list[ScoringItem]:
-    """What a scorer sees of a batch of generations (:data:`GENERATION_FIELDS` dicts)."""
-    return [ScoringItem(g["text"], g["prompt"], g["id"], g["condition"]) for g in batch]
-
-
-def score_records(
-    sc: ResolvedScorer,
-    scorer: Any,
-    batch: list[dict[str, Any]],
-    have: dict[str, frozenset[str]],
-) -> list[ScoreRecord]:
-    """Score one batch of generations (:data:`GENERATION_FIELDS` dicts) with one scorer:
-    the records of the metrics not already final in ``have`` (generation id -> metrics)."""
-    metrics = list(scorer.metrics)
-    results = score_batch(scorer, sc.name, metrics, scoring_items(batch))
-    return result_records(sc, metrics, batch, results, have)
-
-
-def result_records(
-    sc: ResolvedScorer,
-    metrics: Sequence[str],
-    batch: list[dict[str, Any]],
-    results: list[dict[str, ScoreResult]],
-    have: dict[str, frozenset[str]],
-) -> list[ScoreRecord]:
-    """The records of one batch's checked results, wherever the scorer ran; metrics
-    already final in ``have`` are left out."""
-    records = []
-    none: frozenset[str] = frozenset()
-    for g, row in zip(batch, results, strict=True):
-        for metric in metrics:
-            if metric in have.get(g["id"], none):
-                continue
-            res = row[metric]
-            records.append(
-                ScoreRecord(
-                    id=content_id({"generation": g["id"], "scorer": sc.key, "metric": metric}),
-                    generation_id=g["id"],
-                    condition=g["condition"],
-                    prompt_id=g["prompt_id"],
-                    seed=g["seed"],
-                    scorer=sc.name,
-                    scorer_key=sc.key,
-                    metric=metric,
-                    value=res.value,
-                    reason=scrub(res.reason) if res.reason else None,
-                    extra=dict(res.extra),
-                )
-            )
-    return records
 
 
 def scoring_state(

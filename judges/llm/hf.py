@@ -36,9 +36,9 @@ import functools
 import math
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
-from harness.config.spec import ModelSpec
+from harness.config.spec import ChatTemplate, DType, ModelSpec
 from harness.core.errors import ModelLoadError, SpecError
 from harness.core.ids import content_id
 from harness.core.scoring import ModelWorkers
@@ -48,8 +48,6 @@ from judges.llm.aggregation import MAX_SCORE
 from judges.llm.retry import FatalJudgeError, JudgeCallError
 
 RAW_SUFFIX = "\nScore:"
-DType = Literal["auto", "float32", "float16", "bfloat16"]
-ChatTemplate = Literal["auto", "on", "off"]
 
 
 class TokenizerUnfit(ValueError):

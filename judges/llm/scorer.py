@@ -49,12 +49,12 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from harness.config.spec import ChatTemplate, DType
 from harness.core import secrets
 from harness.core.scoring import ScorerContext, ScoreResult, ScorerParams, ScoringItem
 from judges.llm.aggregation import expected_score, summarize_samples
 from judges.llm.cache import JudgeCache, NullCache, cache_key, default_cache_path
 from judges.llm.cost import JudgeUsage, Price, estimate_calls_cost, judge_price
-from judges.llm.hf import ChatTemplate, DType, HFProvider, OffloadedHFProvider
 from judges.llm.providers import AnthropicProvider, OpenAIProvider, Provider, redact
 from judges.llm.retry import (
     FatalJudgeError,
@@ -261,10 +261,26 @@ def _definitions(params: JudgeParams) -> dict[str, str]:
     return {t: params.definitions.get(t) or shipped.get(t, "") for t in params.traits}
 
 
+@dataclass
+class _InFlight:
+    """Shared by the batches a judge scores at once on one event loop."""
+
+    gate: asyncio.Semaphore
+    """At most ``max_concurrency`` calls in flight, whichever batch they are for."""
+    asked: dict[str, asyncio.Future[tuple[bool, Any]]] = field(default_factory=dict)
+    """Call key -> (answered, answer or error) of the calls being asked: a second batch
+    with the same call (the same text and prompt) waits for that answer instead of asking
+    again, as it would have found it in the cache had the batches run one after another."""
+
+
 class JudgeScorer:
     """LLM judge: trait intensity and coherence 0-100 (logprob expectation or samples)."""
 
     Params = JudgeParams
+    concurrent_batches = True
+    """Several batches may be scored at once on one loop: ``max_concurrency`` holds across
+    them (one gate per event loop), so the overlapped consumer keeps the limit's calls in
+    flight while texts arrive instead of waiting for each batch's slowest call."""
 
     def __init__(self, params: JudgeParams, context: ScorerContext):
         self.params = params
@@ -282,6 +298,7 @@ class JudgeScorer:
         self._final_errors: set[str] = set()
         """Keys of calls that failed in a way a re-run will not fix (malformed bodies)."""
         self._hf: Provider | None = None  # kept across batches: loading a model is slow
+        self._shared: tuple[asyncio.AbstractEventLoop, _InFlight] | None = None
         self.model_workers = context.model_workers
         """Where the ``hf`` model computes (the Ray engine's actors); None: here."""
         if params.provider != "hf":
@@ -522,6 +539,10 @@ class JudgeScorer:
                 "trust_remote_code": p.trust_remote_code,
                 "batch_size": p.hf_batch_size,
             }
+            # Imported here: it brings torch, which a remote judge (the overlapped
+            # scoring process) does without.
+            from judges.llm.hf import HFProvider, OffloadedHFProvider
+
             workers = self.model_workers
             self._hf = (
                 HFProvider(**kwargs) if workers is None else OffloadedHFProvider(workers, **kwargs)
@@ -572,7 +593,7 @@ class JudgeScorer:
         self, calls: list[Call], answers: dict[str, Any], errors: dict[str, str]
     ) -> None:
         provider = self._hf_provider() if self.params.provider == "hf" else self._remote_provider()
-        gate = asyncio.Semaphore(self.params.max_concurrency)
+        gate = self._in_flight().gate
         try:
             async with asyncio.TaskGroup() as group:
                 for call in calls:
@@ -585,6 +606,15 @@ class JudgeScorer:
                 self.usage.online.add(tokens)
             if provider is not self._hf:
                 await provider.aclose()
+
+    def _in_flight(self) -> _InFlight:
+        """What every batch scored on the running loop shares: the limit on calls in flight
+        and the calls being asked (a semaphore belongs to one loop; ``score_batch`` runs
+        each batch on a new one)."""
+        loop = asyncio.get_running_loop()
+        if self._shared is None or self._shared[0] is not loop:
+            self._shared = (loop, _InFlight(asyncio.Semaphore(self.params.max_concurrency)))
+        return self._shared[1]
 
     async def _ask_batched(
         self, calls: list[Call], answers: dict[str, Any], errors: dict[str, str]
@@ -668,15 +698,31 @@ class JudgeScorer:
             self.stats.retries += 1
             log.debug("judge call retried in %.2fs: %s", wait, exc.message)
 
-        async with gate:
-            outcome = await call_with_retry(once, self.policy, self._rng, on_retry=on_retry)
+        asked = self._in_flight().asked
+        first = asked.get(call.key)
+        if first is not None:  # asked for another batch in flight: its answer is ours
+            answered, value = await asyncio.shield(first)
+            (answers if answered else errors)[call.key] = value
+            return
+        mine: asyncio.Future[tuple[bool, Any]] = asyncio.get_running_loop().create_future()
+        asked[call.key] = mine
+        try:
+            async with gate:
+                outcome = await call_with_retry(once, self.policy, self._rng, on_retry=on_retry)
+        except BaseException as exc:
+            mine.set_result((False, f"not answered ({type(exc).__name__})"))
+            raise
+        finally:
+            del asked[call.key]
         if outcome.error is None:
             self.cache.put(call.key, provider.name, self.params.model, outcome.value)
             answers[call.key] = outcome.value
             self.stats.answered += 1
+            mine.set_result((True, outcome.value))
             return
         self.stats.failures += 1
         errors[call.key] = redact(outcome.error)
+        mine.set_result((False, errors[call.key]))
         if outcome.final:
             self._final_errors.add(call.key)
         limit = self.params.fail_fast
