@@ -197,7 +197,7 @@ def test_the_consumer_process_scores_each_batch_as_it_is_fed(make_spec, tmp_path
     assert overlap._error is None
     store.append(texts[2:])
     overlap.feed(texts[2:])
-    result = overlap.finish(manifest)
+    result = overlap.finish()
     assert result.done_now == 2 * len(texts) and probe_records() == len(texts)
     assert overlap._proc.poll() == 0  # the process has exited
     extras = [r["extra"] for r in JsonlStore(scores).read() if r["scorer"] == "probe"]
@@ -224,7 +224,7 @@ def test_the_consumer_process_stops_when_aborted_or_orphaned(make_spec, tmp_path
 
 def test_a_scorer_that_cannot_go_to_another_process_stays_in_a_thread(monkeypatch):
     from harness.config.scorers import ResolvedScorer
-    from harness.run.overlap import _why_not_a_process
+    from harness.run.overlap import _sendable
 
     class Local(Probe):  # defined in a function: not importable by its name
         pass
@@ -233,7 +233,7 @@ def test_a_scorer_that_cannot_go_to_another_process_stays_in_a_thread(monkeypatc
         return ResolvedScorer("p", "probe", cls, ProbeParams(), "key")
 
     monkeypatch.delenv(MODE_ENV, raising=False)
-    assert _why_not_a_process([resolved(Probe)]) is None
-    assert "not importable" in (_why_not_a_process([resolved(Local)]) or "")
+    assert isinstance(_sendable([resolved(Probe)]), bytes)
+    assert "not importable" in str(_sendable([resolved(Local)]))
     monkeypatch.setenv(MODE_ENV, "thread")
-    assert _why_not_a_process([resolved(Probe)]) == f"{MODE_ENV}=thread"
+    assert _sendable([resolved(Probe)]) == f"{MODE_ENV}=thread"

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from harness.config.vectors import EMBEDDING
+from harness.core.batching import chunks
 from harness.core.errors import LocateError
 from harness.core.ids import utc_now
 from harness.locate.locator import check_summary, mean_se, ranked_sites, set_ranks, site_row
@@ -167,10 +168,6 @@ def class_features(
     return hp, hn, {i: hp[i].mean(0) - hn[i].mean(0) for i in layers}
 
 
-def _chunks(texts: Sequence[str], size: int) -> list[list[str]]:
-    return [list(texts[s : s + size]) for s in range(0, len(texts), size)]
-
-
 def locate_classes(lm: LoadedModel, ct: ClassTexts, opts: ClassLocateOptions) -> dict[str, Any]:
     """The localisation document of a classifier for ``ct``'s two classes."""
     if lm.task != "classify":
@@ -185,9 +182,9 @@ def locate_classes(lm: LoadedModel, ct: ClassTexts, opts: ClassLocateOptions) ->
     layers = [EMBEDDING, *range(lm.info.num_layers)]
     hp, hn, vectors = class_features(lm, ct, layers, opts.batch_size)
     with torch.no_grad():
-        m_pos = torch.cat([forward_gap(lm, c, classes).cpu() for c in _chunks(ct.pos, 64)])
+        m_pos = torch.cat([forward_gap(lm, c, classes).cpu() for c in chunks(ct.pos, 64)])
     m_neg_parts, grad_parts = [], []
-    for chunk in _chunks(ct.neg, opts.batch_size):
+    for chunk in chunks(ct.neg, opts.batch_size):
         m, g = gap_gradients(lm, chunk, classes, layers)
         m_neg_parts.append(m)
         grad_parts.append(g)
@@ -211,7 +208,7 @@ def locate_classes(lm: LoadedModel, ct: ClassTexts, opts: ClassLocateOptions) ->
         with torch.no_grad():
             effects = [
                 forward_gap(lm, chunk, classes, {s.layer: vectors[s.layer]}).cpu()
-                for chunk in _chunks(ct.neg, opts.batch_size)
+                for chunk in chunks(ct.neg, opts.batch_size)
             ]
         per_site[s]["exact"], per_site[s]["exact_se"] = mean_se(torch.cat(effects) - m_neg)
         log.info("locate: exact effect at %s", s.name)

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.config.scorers import ResolvedScorer
+from harness.core.batching import chunks
 from harness.core.records import ScoreRecord
 from harness.core.scoring import (
     ScorerContext,
@@ -120,7 +121,6 @@ class ScoringConsumer:
     error: BaseException | None = None
     active: list[ScorerState] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
-    _ready: threading.Event = field(default_factory=threading.Event)
     _loop: asyncio.AbstractEventLoop | None = None
     _inbox: asyncio.Queue[Any] | None = None
     _early: list[Any] = field(default_factory=list)
@@ -143,9 +143,6 @@ class ScoringConsumer:
         self._stop.set()
         self.post(None)
 
-    def wait_ready(self, timeout: float | None = None) -> bool:
-        return self._ready.wait(timeout)
-
     # ---- on the consumer's own thread ------------------------------------------------
 
     def run(self) -> None:
@@ -156,7 +153,6 @@ class ScoringConsumer:
             if self.error is None:
                 self.error = exc
         finally:
-            self._ready.set()
             for s in self.active:
                 close_scorer(s.scorer)
 
@@ -179,7 +175,6 @@ class ScoringConsumer:
             for item in self._early:
                 inbox.put_nowait(item)
             self._early.clear()
-        self._ready.set()
         in_flight: set[asyncio.Task[None]] = set()
         try:
             ended = False
@@ -233,7 +228,7 @@ class ScoringConsumer:
         for i, s in enumerate(self._scoring()):
             wanted = set(s.scorer.metrics)
             todo = [g for g in generations if not wanted <= s.have.get(g["id"], none)]
-            for batch in _chunks(todo, max(1, int(s.scorer.batch_size))):
+            for batch in chunks(todo, max(1, int(s.scorer.batch_size))):
                 if is_async_scorer(s.scorer):
                     task = asyncio.create_task(self._score_async(i, s, batch))
                     in_flight.add(task)
@@ -283,10 +278,6 @@ class ScoringConsumer:
         records = result_records(s.sc, metrics, batch, results, s.have)
         s.texts += len(batch)
         self.sink(i, len(batch), records)
-
-
-def _chunks(seq: list[dict[str, Any]], size: int) -> list[list[dict[str, Any]]]:
-    return [seq[i : i + size] for i in range(0, len(seq), size)]
 
 
 # ---- the consumer process -----------------------------------------------------------------

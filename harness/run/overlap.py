@@ -70,8 +70,8 @@ def overlappable(plan: Plan) -> list[ResolvedScorer]:
     return [sc for sc in plan.scorers if not uses_device(sc.scorer_cls, sc.params)]
 
 
-def _why_not_a_process(scorers: list[ResolvedScorer]) -> str | None:
-    """Why these scorers cannot be sent to the consumer process (None: they can)."""
+def _sendable(scorers: list[ResolvedScorer]) -> bytes | str:
+    """The scorers pickled for the consumer process, or why they cannot be sent there."""
     if os.environ.get(MODE_ENV, "process") == "thread":
         return f"{MODE_ENV}=thread"
     if os.name != "posix":
@@ -85,10 +85,9 @@ def _why_not_a_process(scorers: list[ResolvedScorer]) -> str | None:
         if cls.__module__ == "__main__" or found is not cls:
             return f"scorer '{sc.name}' ({cls.__qualname__}) is not importable by its name"
     try:
-        pickle.dumps(scorers)
+        return pickle.dumps(scorers)
     except Exception as exc:
         return f"the scorers do not pickle ({exc})"
-    return None
 
 
 @dataclass
@@ -127,16 +126,16 @@ class OverlappedScoring:
         for sc in self.scorers:
             before = described.get(sc.name) or {}
             earlier.append(before.get("usage") if before.get("key") == sc.key else None)
-        why = _why_not_a_process(self.scorers)
-        if why is None:
-            self._start_process(earlier)
+        sendable = _sendable(self.scorers)
+        if isinstance(sendable, bytes):
+            self._start_process(earlier, sendable)
             log.debug("overlapped scorers run in process %d", self._pid())
         else:
             self._start_thread(earlier)
             log.log(
-                logging.DEBUG if why.startswith(MODE_ENV) else logging.INFO,
+                logging.DEBUG if sendable.startswith(MODE_ENV) else logging.INFO,
                 "overlapped scorers run in a thread: %s",
-                why,
+                sendable,
             )
         if resumed:
             self._post(resumed)
@@ -148,21 +147,21 @@ class OverlappedScoring:
         self._raise_failed()
         self._post([{k: getattr(r, k) for k in GENERATION_FIELDS} for r in records])
 
-    def finish(self, manifest: Manifest) -> StageResult:
+    def finish(self) -> StageResult:
         """Score what is queued, wait for the consumer, and record its scorers and
         throughput in the manifest (from the calling thread, the run's writer)."""
         self._post(None)
         self._join()
         self._raise_failed()
         summaries = self._summaries or []
-        described: dict[str, Any] = manifest.data.setdefault("scorers", {})
-        pace = ThroughputLog(manifest)
+        described: dict[str, Any] = self.manifest.data.setdefault("scorers", {})
+        pace = ThroughputLog(self.manifest)
         for sc, summary in zip(self.scorers, summaries, strict=False):
             described[sc.name] = describe_scorer(sc, summary.facts)
             if summary.usage is not None:
                 described[sc.name]["usage"] = summary.usage
             pace.add_scorer(sc.name, summary.texts, summary.seconds, summary.calls, overlapped=True)
-        manifest.save()
+        self.manifest.save()
         return self.result
 
     def abort(self) -> None:
@@ -252,7 +251,7 @@ class OverlappedScoring:
     def _pid(self) -> int:
         return self._proc.pid if self._proc is not None else os.getpid()
 
-    def _start_process(self, earlier: list[dict[str, Any] | None]) -> None:
+    def _start_process(self, earlier: list[dict[str, Any] | None], scorers: bytes) -> None:
         to_child, child_in = os.pipe()[::-1]  # (write end here, read end there)
         child_out, from_child = os.pipe()[::-1]
         env = dict(os.environ)
@@ -275,7 +274,7 @@ class OverlappedScoring:
         self._to.send(
             Start(
                 sys_path=list(sys.path),
-                scorers=pickle.dumps(self.scorers),
+                scorers=scorers,
                 context=scorer_context(self.plan),
                 scores_path=self.plan.run.scores,
                 earlier_usage=earlier,

@@ -393,7 +393,7 @@ def _run_locked(
             later = plan.scorers
             early = StageResult()
             if overlap is not None:
-                early = overlap.finish(manifest)
+                early = overlap.finish()
                 later = [sc for sc in plan.scorers if sc not in overlap.scorers]
             late = score_stage(plan, manifest, models, later)
             summary.stages["score"] = merge_results(early, late)

@@ -10,13 +10,14 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
 from harness.config.scorers import ResolvedScorer
+from harness.core.batching import chunks
 from harness.core.errors import StoreError
 from harness.core.manifest import Manifest
 from harness.core.records import ClassificationRecord, GenerationRecord
@@ -49,12 +50,6 @@ if TYPE_CHECKING:
     from harness.run.engines.ray_scoring import RayScoring
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-
-
-def chunks(seq: Sequence[T], size: int) -> Iterator[list[T]]:
-    for start in range(0, len(seq), size):
-        yield list(seq[start : start + size])
 
 
 def batch_plan(plan: Plan, condition: str) -> list[list[WorkItem]]:

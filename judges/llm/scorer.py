@@ -593,11 +593,11 @@ class JudgeScorer:
         self, calls: list[Call], answers: dict[str, Any], errors: dict[str, str]
     ) -> None:
         provider = self._hf_provider() if self.params.provider == "hf" else self._remote_provider()
-        gate = self._in_flight().gate
+        shared = self._in_flight()
         try:
             async with asyncio.TaskGroup() as group:
                 for call in calls:
-                    group.create_task(self._ask(provider, gate, call, answers, errors))
+                    group.create_task(self._ask(provider, shared, call, answers, errors))
         except BaseExceptionGroup as group_error:
             raise self._fatal(group_error) from None
         finally:
@@ -683,7 +683,7 @@ class JudgeScorer:
     async def _ask(
         self,
         provider: Provider,
-        gate: asyncio.Semaphore,
+        shared: _InFlight,
         call: Call,
         answers: dict[str, Any],
         errors: dict[str, str],
@@ -698,7 +698,7 @@ class JudgeScorer:
             self.stats.retries += 1
             log.debug("judge call retried in %.2fs: %s", wait, exc.message)
 
-        asked = self._in_flight().asked
+        asked = shared.asked
         first = asked.get(call.key)
         if first is not None:  # asked for another batch in flight: its answer is ours
             answered, value = await asyncio.shield(first)
@@ -707,7 +707,7 @@ class JudgeScorer:
         mine: asyncio.Future[tuple[bool, Any]] = asyncio.get_running_loop().create_future()
         asked[call.key] = mine
         try:
-            async with gate:
+            async with shared.gate:
                 outcome = await call_with_retry(once, self.policy, self._rng, on_retry=on_retry)
         except BaseException as exc:
             mine.set_result((False, f"not answered ({type(exc).__name__})"))
